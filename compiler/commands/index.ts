@@ -1,0 +1,6 @@
+/** The CLI verbs, in the order `treecast --help` lists them. */
+import type { Command } from './command.js';
+import { validateCommand } from './validate.js';
+import { doctorCommand } from './doctor.js';
+
+export const commands: Command[] = [validateCommand, doctorCommand];

@@ -1,0 +1,141 @@
+/**
+ * The one place treecast starts other programs. Every call is logged at
+ * --debug with its quoted argv; a failure names the command, its exit code or
+ * signal and the last lines of its stderr; a missing program names the Debian
+ * package that provides it. Unit tests swap the runner with setRunner().
+ */
+import { execa, type Options } from 'execa';
+import { UserError } from './diagnostics.js';
+import { debug } from './log.js';
+
+/** Which Debian package provides each program treecast drives. */
+export const PROVIDERS: Record<string, string> = {
+  ostree: 'ostree',
+  mmdebstrap: 'mmdebstrap',
+  mksquashfs: 'squashfs-tools',
+  unsquashfs: 'squashfs-tools',
+  zstd: 'zstd',
+  tar: 'tar',
+  gzip: 'gzip',
+  xz: 'xz-utils',
+  gpg: 'gnupg',
+  bwrap: 'bubblewrap',
+  git: 'git',
+  'qemu-system-x86_64': 'qemu-system-x86',
+  'mkfs.ext4': 'e2fsprogs',
+  'mkfs.erofs': 'erofs-utils',
+  chattr: 'e2fsprogs',
+  chromium: 'chromium',
+  cpio: 'cpio',
+};
+
+export interface RunOptions {
+  cwd?: string;
+  env?: Record<string, string | undefined>;
+  input?: string | Buffer;
+  /** Stream the program's output to our stderr (long steps like mmdebstrap at --debug). */
+  inherit?: boolean;
+  /** Resolve instead of throwing on a non-zero exit. */
+  allowFailure?: boolean;
+  timeoutMs?: number;
+  signal?: AbortSignal;
+  /** Return stdout as bytes. */
+  binary?: boolean;
+}
+
+export interface RunResult {
+  exitCode: number;
+  stdout: string;
+  stderr: string;
+  stdoutBytes?: Buffer;
+}
+
+export type Runner = (cmd: string, args: readonly string[], opts: RunOptions) => Promise<RunResult>;
+
+export class CommandError extends UserError {
+  constructor(
+    message: string,
+    readonly command: string,
+    readonly commandExitCode: number,
+    readonly stderr: string,
+  ) {
+    super(message);
+    this.name = 'CommandError';
+  }
+}
+
+/** Shell-quoted command line, to paste into a terminal. */
+export function quoteArgv(argv: readonly string[]): string {
+  return argv.map((a) => (/^[\w@%+=:,./-]+$/.test(a) ? a : `'${a.replace(/'/g, `'\\''`)}'`)).join(' ');
+}
+
+const execaRunner: Runner = async (cmd, args, opts) => {
+  const options: Options = {
+    cwd: opts.cwd,
+    env: opts.env,
+    extendEnv: true,
+    input: opts.input,
+    reject: false,
+    stripFinalNewline: false,
+    timeout: opts.timeoutMs,
+    cancelSignal: opts.signal,
+    stdout: opts.inherit ? ['pipe', 'inherit'] : 'pipe',
+    stderr: opts.inherit ? ['pipe', 'inherit'] : 'pipe',
+    encoding: opts.binary ? 'buffer' : 'utf8',
+    maxBuffer: 512 * 1024 * 1024,
+  };
+  const r = await execa(cmd, args, options);
+  if (r.failed && (r as { code?: string }).code === 'ENOENT') {
+    throw missingProgram(cmd);
+  }
+  if (r.isCanceled) throw new UserError(`${cmd} was interrupted`);
+  if (r.signal && !opts.allowFailure) {
+    throw new CommandError(`${quoteArgv([cmd, ...args])} was killed by ${r.signal}${r.timedOut ? ' (timed out)' : ''}`, cmd, -1, String(r.stderr ?? ''));
+  }
+  const stdoutBytes = opts.binary ? Buffer.from(r.stdout as unknown as Uint8Array) : undefined;
+  return {
+    exitCode: r.exitCode ?? -1,
+    stdout: opts.binary ? '' : String(r.stdout ?? ''),
+    stderr: opts.binary ? Buffer.from((r.stderr ?? '') as unknown as Uint8Array).toString() : String(r.stderr ?? ''),
+    stdoutBytes,
+  };
+};
+
+let runner: Runner = execaRunner;
+
+/** For unit tests that check argv: replace the runner, get the old one back. */
+export function setRunner(r: Runner | undefined): Runner {
+  const prev = runner;
+  runner = r ?? execaRunner;
+  return prev;
+}
+
+export function missingProgram(cmd: string): UserError {
+  const pkg = PROVIDERS[cmd];
+  return new UserError(`${cmd}: program not found${pkg ? ` (install it: apt-get install ${pkg})` : ''}`);
+}
+
+/** Run a program; throws a CommandError with the tail of stderr when it fails. */
+export async function run(cmd: string, args: readonly string[], opts: RunOptions = {}): Promise<RunResult> {
+  const line = quoteArgv([cmd, ...args]);
+  debug(`$ ${opts.cwd ? `(cd ${opts.cwd}) ` : ''}${line}`);
+  const r = await runner(cmd, args, opts);
+  if (r.exitCode !== 0 && !opts.allowFailure) {
+    const tail = (r.stderr || r.stdout).trimEnd().split('\n').slice(-12).join('\n');
+    throw new CommandError(`command failed with exit code ${r.exitCode}: ${line}${tail ? `\n${indent(tail)}` : ''}`, cmd, r.exitCode, r.stderr);
+  }
+  return r;
+}
+
+function indent(s: string): string {
+  return s
+    .split('\n')
+    .map((l) => `    ${l}`)
+    .join('\n');
+}
+
+/** Is a program on PATH? (doctor, and tests that must fail loudly when a tool is missing) */
+export async function which(cmd: string): Promise<string | undefined> {
+  const r = await runner('sh', ['-c', `command -v "$1"`, 'sh', cmd], { allowFailure: true });
+  return r.exitCode === 0 ? r.stdout.trim() : undefined;
+}

@@ -1,0 +1,347 @@
+/* eslint-disable */
+// Generated from schemas/*.json by `npm run gen:types`. Do not edit by hand.
+
+/**
+ * Where the root filesystem starts from: Debian packages (mmdebstrap), a directory in the repository, or another image of this repository.
+ */
+export type Base = {
+  [k: string]: unknown | undefined;
+} & {
+  /**
+   * debian: mmdebstrap; tree: a directory in the repository; image: the built commit of another image.
+   */
+  source: "debian" | "tree" | "image";
+  /**
+   * (debian) Debian suite or codename. Default: bookworm.
+   */
+  suite?: string;
+  /**
+   * (debian) mmdebstrap variant. Default: minbase.
+   */
+  variant?:
+    | "extract"
+    | "custom"
+    | "essential"
+    | "apt"
+    | "required"
+    | "minbase"
+    | "buildd"
+    | "important"
+    | "debootstrap"
+    | "standard";
+  /**
+   * (debian) Archive components. Default: main.
+   */
+  components?: string[];
+  /**
+   * (debian) Mirror URL. Default: the build host's apt sources.
+   */
+  mirror?: string;
+  /**
+   * (tree) Directory, relative to the repository root, copied as the starting root.
+   */
+  path?: string;
+  /**
+   * (image) Name of another image of this repository whose built commit is the base.
+   */
+  image?: string;
+};
+export type File = {
+  /**
+   * Absolute, normalized path inside the image.
+   */
+  path: string;
+  /**
+   * File in the repository (relative to its root) whose content is copied.
+   */
+  source?: string;
+  /**
+   * Literal file content.
+   */
+  content?: string;
+  /**
+   * Target of a symbolic link created at path (kept as written).
+   */
+  symlink?: string;
+  mode?: OctalMode;
+  owner?: Owner;
+  group?: Owner;
+} & File1;
+/**
+ * Octal permission bits as a quoted string, e.g. "0644" or "4755" for setuid.
+ */
+export type OctalMode = string;
+/**
+ * A user or group: a name defined in the image, or a numeric id.
+ */
+export type Owner = string | number;
+export type File1 = {
+  [k: string]: unknown | undefined;
+};
+export type UnitName = string;
+
+/**
+ * A treecast image manifest: what goes into one image, and which artifacts are made from it. Keys are kebab-case like rpm-ostree treefiles. Paths to overlays, sources and scripts are relative to the repository root; include paths are relative to the including file.
+ */
+export interface ImageManifest {
+  /**
+   * Path or URL of this schema, for editors (ignored by treecast).
+   */
+  $schema?: string;
+  /**
+   * Image name: lower-case letters, digits, '.', '_' and '-'. Names the published directory images/<name>/ and the default ref <name>/<arch>/stable.
+   */
+  name: string;
+  /**
+   * OSTree ref the image is committed to, e.g. acme/edge-host/x86_64/stable. Default: <name>/x86_64/stable.
+   */
+  ref?: string;
+  /**
+   * Manifests merged underneath this one, in order (paths relative to this file). Arrays concatenate, maps merge, scalars from the including file override.
+   */
+  include?: string | string[];
+  /**
+   * Commit version is <prefix>.<N>, N counting up from the versions already committed to the ref with this prefix (like rpm-ostree). Default: the UTC date YYYYMMDD.
+   */
+  "automatic-version-prefix"?: string;
+  base: Base;
+  /**
+   * Debian packages to install (with base source debian: installed by mmdebstrap together with the base).
+   */
+  packages?: string[];
+  /**
+   * Absolute paths or globs (* within a path part, ** across parts) removed from the image after packages are installed, before overlays and files are added.
+   */
+  "remove-files"?: string[];
+  /**
+   * Directory trees (relative to the repository root) copied over the root filesystem in order. Symlinks are copied as symlinks, never followed; ownership becomes root:root, modes are kept.
+   */
+  overlays?: string[];
+  /**
+   * Single files with exact mode, owner and group (the gap of rpm-ostree#779). Each entry has a path and exactly one of source, content or symlink. Applied after overlays.
+   */
+  files?: File[];
+  /**
+   * Groups created in the image (its own /etc/group and /etc/gshadow).
+   */
+  groups?: Group[];
+  /**
+   * Users created in the image (its own /etc/passwd and /etc/shadow), with home directories and SSH keys.
+   */
+  users?: User[];
+  /**
+   * systemd units to enable, disable or mask, applied like systemctl would without booting.
+   */
+  units?: {
+    /**
+     * Units to enable (their [Install] WantedBy=/RequiredBy= links are created).
+     */
+    enable?: UnitName[];
+    /**
+     * Units whose enablement links are removed.
+     */
+    disable?: UnitName[];
+    /**
+     * Units masked (linked to /dev/null in /etc/systemd/system).
+     */
+    mask?: UnitName[];
+  };
+  /**
+   * systemd default target, e.g. multi-user.target.
+   */
+  "default-target"?: string;
+  /**
+   * Kernel command line arguments for hosts booting the image: go into kickstart `bootloader --append`, `ostree admin deploy --karg` and the iPXE script.
+   */
+  "kernel-args"?: string[];
+  /**
+   * Shell snippets run with /bin/sh inside the image root, in a sandbox without network, after every package, overlay, file, user and unit is in place.
+   */
+  postprocess?: string[];
+  /**
+   * Path (relative to the repository root) of a script run inside the image root after the postprocess snippets, in the same sandbox.
+   */
+  "postprocess-script"?: string;
+  /**
+   * Extra commit metadata (treecast.meta.<key>) and MANIFEST.json fields.
+   */
+  metadata?: {
+    [k: string]: (string | number | boolean) | undefined;
+  };
+  outputs?: Outputs;
+}
+export interface Group {
+  /**
+   * Group name.
+   */
+  name: string;
+  /**
+   * Numeric group id (default: next free id from 1000).
+   */
+  gid?: number;
+}
+export interface User {
+  /**
+   * User name.
+   */
+  name: string;
+  /**
+   * Numeric user id (default: next free id from 1000).
+   */
+  uid?: number;
+  /**
+   * Primary group (default: a group named like the user, with gid = uid).
+   */
+  group?: string;
+  /**
+   * Supplementary groups (declared in groups or present in the base).
+   */
+  groups?: string[];
+  /**
+   * Full name / comment field.
+   */
+  gecos?: string;
+  /**
+   * Home directory (default: /home/<name>; on OSTree hosts /home is a link to /var/home).
+   */
+  home?: string;
+  /**
+   * Login shell (default: /bin/bash when present, else /bin/sh).
+   */
+  shell?: string;
+  /**
+   * crypt(3) hash for /etc/shadow (default: locked, '!').
+   */
+  "password-hash"?: string;
+  /**
+   * Lines written to ~/.ssh/authorized_keys (mode 0600, ~/.ssh 0700).
+   */
+  "ssh-authorized-keys"?: string[];
+}
+/**
+ * Artifacts made from the compiled tree. Default: { ostree: {} }.
+ */
+export interface Outputs {
+  /**
+   * An OSTree commit on the image's ref (always made: the other outputs are written from it).
+   */
+  ostree?: {
+    /**
+     * Hosts deploy and boot this commit with `ostree admin deploy`: it must contain a kernel and an initramfs. Default: true when packages include a linux-image-* kernel.
+     */
+    bootable?: boolean;
+  };
+  /**
+   * rootfs.squashfs of the deployed layout (/usr/etc at /etc).
+   */
+  squashfs?: {
+    /**
+     * mksquashfs compressor. Default: zstd.
+     */
+    compression?: "zstd" | "xz" | "gzip" | "lzo" | "lz4";
+    /**
+     * Compression level (zstd 1-22, gzip 1-9).
+     */
+    level?: number;
+  };
+  /**
+   * rootfs.tar.<ext> of the deployed layout; gzip gives a .tgz that Digital Rebar image-deploy (image-type: tgz) accepts.
+   */
+  tarball?: {
+    /**
+     * Default: zstd.
+     */
+    compression?: "zstd" | "gzip" | "xz" | "none";
+  };
+  /**
+   * rootfs.erofs of the deployed layout (mkfs.erofs).
+   */
+  erofs?: {
+    /**
+     * Default: lz4hc.
+     */
+    compression?: "lz4" | "lz4hc" | "none";
+  };
+  /**
+   * vmlinuz + initrd.img + the squashfs root + an iPXE script: the node boots the kernel and its initrd fetches the squashfs over HTTP.
+   */
+  diskless?: {
+    /**
+     * Extra kernel arguments for the diskless boot (after the image's kernel-args). treecast adds the root fetch arguments for the image's initramfs (dracut: root=live:URL; live-boot: boot=live fetch=URL).
+     */
+    "kernel-args"?: string[];
+  };
+}
+
+/**
+ * Optional repository-level treecast.yaml: where images live, where they are published, signing, retention and cache. Its directory is the repository root for treecast.
+ */
+export interface RepoConfig {
+  /**
+   * Path or URL of this schema, for editors (ignored by treecast).
+   */
+  $schema?: string;
+  /**
+   * Globs (relative to the repository root) of image manifests. Default: ["images/*.yaml", "images/*.yml"]; files in sub-directories are includes, not images.
+   */
+  images?: string[];
+  /**
+   * Architecture in default refs. Default: x86_64.
+   */
+  arch?: "x86_64" | "aarch64";
+  /**
+   * Build cache: local OSTree repo, base rootfs cache, apt archives, artifacts. Default: .treecast
+   */
+  "cache-dir"?: string;
+  /**
+   * Timestamp for commits and artifacts. Default: $SOURCE_DATE_EPOCH, else the time of the git HEAD commit.
+   */
+  "source-date-epoch"?: number;
+  /**
+   * The published HTTP tree.
+   */
+  publish?: {
+    /**
+     * Publish directory. Default: public
+     */
+    dir?: string;
+    /**
+     * Public URL the publish directory is served at, used in kickstart, iPXE and index pages. Default: http://127.0.0.1:8080
+     */
+    url?: string;
+    /**
+     * Remote name hosts give the repository in `ostree remote add`. Default: treecast
+     */
+    remote?: string;
+    /**
+     * Generate a static delta from the previously published commit of each ref. Default: true
+     */
+    "static-deltas"?: boolean;
+    /**
+     * Also generate a delta from empty (large and slow; speeds up first installs). Default: false
+     */
+    "delta-from-empty"?: boolean;
+  };
+  /**
+   * GPG signing of commits, summary and SHA256SUMS.
+   */
+  signing?: {
+    /**
+     * Key id or fingerprint.
+     */
+    "gpg-key"?: string;
+    /**
+     * GnuPG home directory holding the secret key (relative to the repository root).
+     */
+    "gpg-homedir"?: string;
+  };
+  /**
+   * How much history the publish tree keeps.
+   */
+  retention?: {
+    /**
+     * Versions kept per ref (older commits and artifacts are pruned). Default: 5
+     */
+    keep?: number;
+  };
+}

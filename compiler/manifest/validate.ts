@@ -1,0 +1,75 @@
+/**
+ * Validation = load (YAML + includes) + JSON Schema + semantic rules.
+ * Returns every problem as data; nothing is printed or thrown for bad input.
+ */
+import path from 'node:path';
+import type { Diagnostic } from '../diagnostics.js';
+import { displayPath } from '../paths.js';
+import { loadManifest, type LoadedManifest } from './load.js';
+import { checkSchema, locate } from './schema.js';
+import { checkSemantics } from './semantic.js';
+import type { ImageManifest } from './types.js';
+import { plain } from './yaml.js';
+
+export interface ValidManifest extends LoadedManifest {
+  manifest: ImageManifest;
+  /** The manifest file relative to the repository root. */
+  shown: string;
+}
+
+export type ValidateResult = { ok: true; image: ValidManifest } | { ok: false; file: string; diagnostics: Diagnostic[]; files: string[] };
+
+export function validateManifest(file: string, repoRoot: string): ValidateResult {
+  const abs = path.resolve(file);
+  const loaded = loadManifest(abs, repoRoot);
+  if (!loaded.ok) return { ok: false, file: abs, diagnostics: loaded.diagnostics, files: loaded.files };
+  const { root } = loaded.manifest;
+  const value = plain(root);
+  const schemaDiags = checkSchema('image', root, value);
+  if (schemaDiags.length) return { ok: false, file: abs, diagnostics: schemaDiags, files: loaded.manifest.files };
+  const manifest = value as ImageManifest;
+  const semDiags = checkSemantics(manifest, root, repoRoot);
+  if (semDiags.length) return { ok: false, file: abs, diagnostics: semDiags, files: loaded.manifest.files };
+  return { ok: true, image: { ...loaded.manifest, manifest, shown: displayPath(repoRoot, abs) } };
+}
+
+/** Rules across images: unique names and refs, base images that exist and do not form a cycle. */
+export function checkAcrossImages(images: ValidManifest[], defaultRef: (m: ImageManifest) => string): Diagnostic[] {
+  const out: Diagnostic[] = [];
+  const byName = new Map<string, ValidManifest>();
+  const byRef = new Map<string, ValidManifest>();
+  for (const img of images) {
+    const m = img.manifest;
+    const other = byName.get(m.name);
+    if (other) out.push({ loc: locOf(img, ['name']), path: 'name', message: `image name "${m.name}" is also used by ${other.shown}` });
+    else byName.set(m.name, img);
+    const ref = m.ref ?? defaultRef(m);
+    const refOther = byRef.get(ref);
+    if (refOther && refOther !== other) out.push({ loc: locOf(img, ['ref']), path: 'ref', message: `ref "${ref}" is also used by ${refOther.shown}` });
+    else byRef.set(ref, img);
+  }
+  for (const img of images) {
+    if (img.manifest.base.source !== 'image') continue;
+    const seen = [img.manifest.name];
+    let cur: ValidManifest | undefined = img;
+    while (cur && cur.manifest.base.source === 'image') {
+      const baseName: string = cur.manifest.base.image!;
+      const next = byName.get(baseName);
+      if (!next) {
+        out.push({ loc: locOf(cur, ['base', 'image']), path: 'base.image', message: `base image "${baseName}" is not an image of this repository`, hint: `images: ${[...byName.keys()].join(', ')}` });
+        break;
+      }
+      if (seen.includes(baseName)) {
+        out.push({ loc: locOf(img, ['base', 'image']), path: 'base.image', message: `base images form a cycle: ${[...seen, baseName].join(' -> ')}` });
+        break;
+      }
+      seen.push(baseName);
+      cur = next;
+    }
+  }
+  return out;
+}
+
+function locOf(img: ValidManifest, segs: string[]) {
+  return locate(img.root, segs, segs.length === 1 ? 'key' : 'value');
+}

@@ -1,0 +1,207 @@
+/**
+ * YAML -> a located tree: every value and every map key knows its line and
+ * column. js-yaml has no AST, but its `listener` reports each node's open and
+ * close positions in document order; we rebuild the node tree from those
+ * events and pair it with the composed value.
+ */
+import yaml from 'js-yaml';
+import type { Diagnostic, Loc } from '../diagnostics.js';
+
+export type Scalar = string | number | boolean | null;
+
+export type LNode =
+  | { kind: 'scalar'; loc: Loc; value: Scalar }
+  | { kind: 'seq'; loc: Loc; items: LNode[] }
+  | { kind: 'map'; loc: Loc; entries: Map<string, { keyLoc: Loc; node: LNode }> };
+
+/** Manifests are small; these bound what a hostile pull request can make us do. */
+export const LIMITS = {
+  bytes: 1024 * 1024, // a 50 MB manifest is refused before it is read
+  nodes: 100_000, // counts aliases expanded: a "billion laughs" stops here
+  depth: 64,
+};
+
+interface RawNode {
+  start: number;
+  result: unknown;
+  children: RawNode[];
+  weight: number;
+}
+
+export type ParseResult = { ok: true; root: LNode } | { ok: false; diagnostics: Diagnostic[] };
+
+export function parseYaml(text: string, file: string): ParseResult {
+  const at = (offset: number): Loc => locAt(text, offset, file);
+  if (text.trim() === '') {
+    return fail({ loc: { file, line: 1, col: 1 }, message: 'file is empty', hint: 'an image manifest is a YAML map with at least a "name"' });
+  }
+  // Aliases are shared objects in js-yaml's result; weigh them by what they expand to.
+  const weights = new WeakMap<object, number>();
+  const stack: RawNode[] = [{ start: 0, result: undefined, children: [], weight: 0 }];
+  let total = 0;
+  let value: unknown;
+  try {
+    value = yaml.load(text, {
+      filename: file,
+      schema: yaml.CORE_SCHEMA, // no !!js types, no timestamps turning into Date objects
+      listener(event, state) {
+        if (event === 'open') {
+          stack.push({ start: state.position, result: undefined, children: [], weight: 1 });
+          if (stack.length > LIMITS.depth + 2) throw new LimitError(`nesting deeper than ${LIMITS.depth} levels`, state.position);
+          return;
+        }
+        const node = stack.pop()!;
+        node.result = state.result;
+        const obj = typeof node.result === 'object' && node.result !== null ? node.result : undefined;
+        if (node.children.length === 0 && obj && weights.has(obj)) {
+          node.weight = weights.get(obj)!; // an alias: it costs what its anchor expands to
+        } else {
+          node.weight = 1 + node.children.reduce((s, c) => s + c.weight, 0);
+        }
+        if (obj) weights.set(obj, node.weight);
+        total += node.weight - node.children.reduce((s, c) => s + c.weight, 0);
+        if (total > LIMITS.nodes) {
+          throw new LimitError(`expands to more than ${LIMITS.nodes} values (alias bomb?)`, node.start);
+        }
+        stack[stack.length - 1]!.children.push(node);
+      },
+    });
+  } catch (err) {
+    if (err instanceof LimitError) {
+      return fail({ loc: at(err.offset), message: `refused: document ${err.message}`, hint: 'manifests should not need deep nesting or repeated aliases' });
+    }
+    if (err instanceof yaml.YAMLException) return fail(yamlErrorDiagnostic(err, text, file));
+    if (err instanceof RangeError) return fail({ loc: { file, line: 1, col: 1 }, message: 'refused: document too deeply nested' });
+    throw err;
+  }
+  const top = stack[0]!.children;
+  const rootRaw = collapse(top[top.length - 1]);
+  if (value === undefined || rootRaw === undefined) {
+    return fail({ loc: { file, line: 1, col: 1 }, message: 'file has no YAML document' });
+  }
+  return { ok: true, root: toLNode(rootRaw, value, text, file) };
+}
+
+class LimitError extends Error {
+  constructor(
+    message: string,
+    readonly offset: number,
+  ) {
+    super(message);
+  }
+}
+
+function fail(d: Diagnostic): ParseResult {
+  return { ok: false, diagnostics: [d] };
+}
+
+function yamlErrorDiagnostic(err: yaml.YAMLException, text: string, file: string): Diagnostic {
+  const mark = err.mark as { line?: number; column?: number; position?: number } | undefined;
+  const loc: Loc = mark && typeof mark.line === 'number' ? { file, line: mark.line + 1, col: (mark.column ?? 0) + 1 } : { file, line: 1, col: 1 };
+  const reason = err.reason || err.message;
+  let hint: string | undefined;
+  const lineText = text.split('\n')[loc.line - 1] ?? '';
+  if (/\t/.test(lineText.match(/^\s*/)?.[0] ?? '') || /tab/i.test(reason)) hint = 'YAML indentation must use spaces, not tabs';
+  else if (/duplicated mapping key/.test(reason)) hint = 'each key may appear once per map';
+  return { loc, message: `YAML syntax error: ${reason}`, hint };
+}
+
+/** js-yaml sometimes wraps one node in another with the same result; keep the inner one. */
+function collapse(n: RawNode | undefined): RawNode | undefined {
+  while (n && n.children.length === 1 && n.children[0]!.result === n.result && typeof n.result === 'object' && n.result !== null) {
+    n = n.children[0]!;
+  }
+  return n;
+}
+
+function toLNode(raw: RawNode, value: unknown, text: string, file: string, nullLoc?: Loc): LNode {
+  // An empty value (`key:` or a bare `-`) is best shown where its key or dash is.
+  const loc = value === null && nullLoc ? nullLoc : locAt(text, skipBlank(text, raw.start), file);
+  const isAlias = raw.children.length === 0;
+  if (Array.isArray(value)) {
+    // Empty items (a bare `-`) emit no node, so children are matched to items by value.
+    let j = 0;
+    const items = value.map((v) => {
+      const child = isAlias ? undefined : collapse(raw.children[j]);
+      if (child && Object.is(child.result, v)) {
+        j++;
+        return toLNode(child, v, text, file);
+      }
+      return located(v, loc);
+    });
+    return { kind: 'seq', loc, items };
+  }
+  if (typeof value === 'object' && value !== null) {
+    const record = value as Record<string, unknown>;
+    const entries = new Map<string, { keyLoc: Loc; node: LNode }>();
+    for (let i = 0; !isAlias && i < raw.children.length; ) {
+      const keyRaw = raw.children[i++]!;
+      const key = String(keyRaw.result);
+      const keyLoc = locAt(text, skipBlank(text, keyRaw.start), file);
+      const valueRaw = collapse(raw.children[i]);
+      const hasValueNode = valueRaw !== undefined && Object.is(valueRaw.result, record[key]);
+      if (hasValueNode) i++;
+      if (!(key in record) || key === '<<' || entries.has(key)) continue;
+      const node = hasValueNode ? toLNode(valueRaw, record[key], text, file, keyLoc) : located(record[key], keyLoc);
+      entries.set(key, { keyLoc, node });
+    }
+    // Keys we could not place (merge keys `<<`, aliases) take the map's own location;
+    // the map keeps document order.
+    const ordered = new Map<string, { keyLoc: Loc; node: LNode }>();
+    for (const [k, v] of Object.entries(record)) ordered.set(k, entries.get(k) ?? { keyLoc: loc, node: located(v, loc) });
+    return { kind: 'map', loc, entries: ordered };
+  }
+  return { kind: 'scalar', loc, value: value as Scalar };
+}
+
+/** A whole subtree placed at one location (from an alias or merge key). */
+export function located(value: unknown, loc: Loc): LNode {
+  if (Array.isArray(value)) return { kind: 'seq', loc, items: value.map((v) => located(v, loc)) };
+  if (typeof value === 'object' && value !== null) {
+    return { kind: 'map', loc, entries: new Map(Object.entries(value).map(([k, v]) => [k, { keyLoc: loc, node: located(v, loc) }])) };
+  }
+  return { kind: 'scalar', loc, value: value as Scalar };
+}
+
+function skipBlank(text: string, pos: number): number {
+  for (;;) {
+    const c = text[pos];
+    if (c === ' ' || c === '\t' || c === '\r' || c === '\n') pos++;
+    else if (c === '#') {
+      while (pos < text.length && text[pos] !== '\n') pos++;
+    } else if (c === '-' && (text[pos + 1] === ' ' || text[pos + 1] === '\n') && lineIsBlankBefore(text, pos)) pos++;
+    else return pos;
+  }
+}
+
+function lineIsBlankBefore(text: string, pos: number): boolean {
+  for (let i = pos - 1; i >= 0 && text[i] !== '\n'; i--) if (text[i] !== ' ' && text[i] !== '-') return false;
+  return true;
+}
+
+export function locAt(text: string, offset: number, file: string): Loc {
+  let line = 1;
+  let lineStart = 0;
+  for (let i = 0; i < offset && i < text.length; i++) {
+    if (text.charCodeAt(i) === 10) {
+      line++;
+      lineStart = i + 1;
+    }
+  }
+  return { file, line, col: offset - lineStart + 1 };
+}
+
+/** The plain JS value of a located tree. */
+export function plain(node: LNode): unknown {
+  switch (node.kind) {
+    case 'scalar':
+      return node.value;
+    case 'seq':
+      return node.items.map(plain);
+    case 'map': {
+      const out: Record<string, unknown> = {};
+      for (const [k, e] of node.entries) out[k] = plain(e.node);
+      return out;
+    }
+  }
+}
