@@ -657,7 +657,7 @@ describe('streaming and errors', () => {
         if (err.code !== 'ECONNRESET') reject(err);
       });
     });
-    const line = await logLineFor(/"GET \/big\.bin" 200 \d+ \d+ms aborted$/);
+    const line = await logLineFor(/^127\.0\.0\.1 "GET \/big\.bin" 200 \d+ \d+ms aborted$/);
     const sent = Number(/ 200 (\d+) /.exec(line)?.[1]);
     // Had the server buffered the file, it would have "sent" all of it.
     expect(sent).toBeLessThan(BIG_SIZE / 2);
