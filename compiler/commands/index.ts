@@ -2,5 +2,6 @@
 import type { Command } from './command.js';
 import { validateCommand } from './validate.js';
 import { doctorCommand } from './doctor.js';
+import { buildCommand } from './build.js';
 
-export const commands: Command[] = [validateCommand, doctorCommand];
+export const commands: Command[] = [validateCommand, buildCommand, doctorCommand];

@@ -43,9 +43,9 @@ function toPlain(node: LNode): unknown {
 }
 
 function toDiagnostics(errors: ErrorObject[], root: LNode): Diagnostic[] {
-  // A failed oneOf/anyOf also reports why each branch failed: keep only the
-  // summary, which carries the x-error message.
-  const unions = errors.filter((e) => e.keyword === 'oneOf' || e.keyword === 'anyOf');
+  // A failed oneOf/anyOf also reports why each branch failed (propertyNames: why
+  // the key failed): keep only the summary, which carries the x-error message.
+  const unions = errors.filter((e) => e.keyword === 'oneOf' || e.keyword === 'anyOf' || e.keyword === 'propertyNames');
   const kept = errors.filter(
     (e) => !unions.some((u) => u !== e && e.schemaPath.startsWith(u.schemaPath + '/') && e.instancePath.startsWith(u.instancePath)),
   );
@@ -66,6 +66,17 @@ function toDiagnostics(errors: ErrorObject[], root: LNode): Diagnostic[] {
 
 function segmentsOf(pointer: string): string[] {
   return pointer === '' ? [] : pointer.slice(1).split('/').map((s) => s.replace(/~1/g, '/').replace(/~0/g, '~'));
+}
+
+/** The node at a path in the located tree, if there is one. */
+function nodeAt(root: LNode, segments: readonly string[]): LNode | undefined {
+  let node: LNode | undefined = root;
+  for (const seg of segments) {
+    if (node?.kind === 'map') node = node.entries.get(seg)?.node;
+    else if (node?.kind === 'seq') node = node.items[Number(seg)];
+    else return undefined;
+  }
+  return node;
 }
 
 /** Location of a value (or of its key) in the located tree. */
@@ -123,7 +134,7 @@ function describe(e: ErrorObject, root: LNode): Diagnostic {
       const value = e.data;
       const want = (e.params as { type: string | string[] }).type;
       if (custom && (lastKey === 'mode' || /octal/.test(custom)) && typeof value === 'number') {
-        return { loc: locate(root, segs), path, message: custom, hint: numberModeHint(value) };
+        return { loc: locate(root, segs), path, message: custom, hint: numberModeHint(value, nodeAt(root, segs)) };
       }
       return { loc: locate(root, segs), path, message: custom ?? `must be ${article(want)}, not ${typeName(value)}` };
     }
@@ -143,13 +154,15 @@ function describe(e: ErrorObject, root: LNode): Diagnostic {
     case 'oneOf':
     case 'anyOf':
       if (e.keyword !== 'pattern' && typeof e.data === 'number' && lastKey === 'mode') {
-        return { loc: locate(root, segs), path, message: custom ?? 'invalid value', hint: numberModeHint(e.data as number) };
+        return { loc: locate(root, segs), path, message: custom ?? 'invalid value', hint: numberModeHint(e.data as number, nodeAt(root, segs)) };
       }
       return { loc: locate(root, segs), path, message: custom ?? (e.keyword === 'pattern' ? `${JSON.stringify(e.data)} does not match ${(e.params as { pattern: string }).pattern}` : 'matches none of the allowed forms') };
     case 'minLength':
       return { loc: locate(root, segs), path, message: 'must not be empty' };
-    case 'propertyNames':
-      return { loc: locate(root, segs), path, message: `has an invalid key ${JSON.stringify((e.params as { propertyName?: string }).propertyName ?? '')}` };
+    case 'propertyNames': {
+      const name = (e.params as { propertyName?: string }).propertyName ?? '';
+      return { loc: locate(root, [...segs, name], 'key'), path: keyPath([...segs, name]), message: `invalid key ${JSON.stringify(name)}`, hint: lastKey === 'metadata' ? "metadata keys are letters, digits, '.', '_' and '-', starting with a letter or digit" : undefined };
+    }
     default:
       return { loc: locate(root, segs), path, message: custom ?? e.message ?? 'is invalid' };
   }
@@ -160,8 +173,11 @@ function article(t: string | string[]): string {
   return names.join(' or ');
 }
 
-function numberModeHint(n: number): string {
-  // js-yaml (YAML 1.2 core schema) reads an unquoted 0644 as the decimal 644.
-  const written = n < 1000 ? `0${n}` : String(n);
-  return `quote it — YAML reads ${written} as a number: mode: "${written.padStart(4, '0')}"`;
+function numberModeHint(n: number, node: LNode | undefined): string {
+  // js-yaml (YAML 1.2 core schema) reads an unquoted 0644 as the decimal 644,
+  // and 0o644 as 420: suggest the digits as written, never the decimal value.
+  const written = node?.kind === 'scalar' && node.source ? node.source : n < 1000 ? `0${n}` : String(n);
+  const digits = written.replace(/^0o/i, '');
+  if (!/^[0-7]{1,5}$/.test(digits)) return `quote it — YAML reads ${written} as the number ${n}; write the octal digits as a string, e.g. mode: "0644"`;
+  return `quote it — YAML reads ${written} as a number: mode: "${digits.replace(/^0(?=[0-7]{4})/, '').padStart(4, '0')}"`;
 }

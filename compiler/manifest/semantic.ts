@@ -47,7 +47,9 @@ export function checkSemantics(m: ImageManifest, root: LNode, repoRoot: string):
   (m.files ?? []).forEach((f, i) => {
     if (!isNormalizedAbsolute(f.path) || f.path === '/') {
       const norm = path.posix.normalize(f.path);
-      if (!path.posix.resolve('/', f.path).startsWith('/') || f.path.split('/').includes('..')) {
+      if (norm === '/') {
+        at(['files', i, 'path'], `"${f.path}" is the image root, not a file path`, 'name the file, e.g. /etc/motd');
+      } else if (!path.posix.resolve('/', f.path).startsWith('/') || f.path.split('/').includes('..')) {
         at(['files', i, 'path'], `"${f.path}" is not a normalized path (it has "..")`, `paths may not climb out of the image root; write ${path.posix.resolve('/', f.path)}`);
       } else {
         at(['files', i, 'path'], `"${f.path}" is not a normalized file path`, `write ${norm.replace(/\/$/, '') || '/'}`);

@@ -3,7 +3,7 @@
  * Returns every problem as data; nothing is printed or thrown for bad input.
  */
 import path from 'node:path';
-import type { Diagnostic } from '../diagnostics.js';
+import { didYouMean, type Diagnostic } from '../diagnostics.js';
 import { displayPath } from '../paths.js';
 import { loadManifest, type LoadedManifest } from './load.js';
 import { checkSchema, locate } from './schema.js';
@@ -56,7 +56,11 @@ export function checkAcrossImages(images: ValidManifest[], defaultRef: (m: Image
       const baseName: string = cur.manifest.base.image!;
       const next = byName.get(baseName);
       if (!next) {
-        out.push({ loc: locOf(cur, ['base', 'image']), path: 'base.image', message: `base image "${baseName}" is not an image of this repository`, hint: `images: ${[...byName.keys()].join(', ')}` });
+        // "valid": the base may exist but have failed validation (its own errors are reported too).
+        const others = [...byName.keys()].filter((n) => n !== cur!.manifest.name);
+        const guess = didYouMean(baseName, others);
+        const hint = guess ? `did you mean "${guess}"?` : others.length ? `valid images: ${others.join(', ')}` : 'base.image names another image manifest of this repository';
+        out.push({ loc: locOf(cur, ['base', 'image']), path: 'base.image', message: `base image "${baseName}" is not a valid image of this repository`, hint });
         break;
       }
       if (seen.includes(baseName)) {

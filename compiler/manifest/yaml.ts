@@ -10,7 +10,7 @@ import type { Diagnostic, Loc } from '../diagnostics.js';
 export type Scalar = string | number | boolean | null;
 
 export type LNode =
-  | { kind: 'scalar'; loc: Loc; value: Scalar }
+  | { kind: 'scalar'; loc: Loc; value: Scalar; /** For numbers: the text as written (0644, 0o644), for hints. */ source?: string }
   | { kind: 'seq'; loc: Loc; items: LNode[] }
   | { kind: 'map'; loc: Loc; entries: Map<string, { keyLoc: Loc; node: LNode }> };
 
@@ -23,6 +23,7 @@ export const LIMITS = {
 
 interface RawNode {
   start: number;
+  end?: number;
   result: unknown;
   children: RawNode[];
   weight: number;
@@ -32,7 +33,7 @@ export type ParseResult = { ok: true; root: LNode } | { ok: false; diagnostics: 
 
 export function parseYaml(text: string, file: string): ParseResult {
   const at = (offset: number): Loc => locAt(text, offset, file);
-  if (text.trim() === '') {
+  if (text.split('\n').every((l) => /^\s*(#.*)?$/.test(l))) {
     return fail({ loc: { file, line: 1, col: 1 }, message: 'file is empty', hint: 'an image manifest is a YAML map with at least a "name"' });
   }
   // Aliases are shared objects in js-yaml's result; weigh them by what they expand to.
@@ -52,6 +53,7 @@ export function parseYaml(text: string, file: string): ParseResult {
         }
         const node = stack.pop()!;
         node.result = state.result;
+        node.end = state.position;
         const obj = typeof node.result === 'object' && node.result !== null ? node.result : undefined;
         if (node.children.length === 0 && obj && weights.has(obj)) {
           node.weight = weights.get(obj)!; // an alias: it costs what its anchor expands to
@@ -101,9 +103,44 @@ function yamlErrorDiagnostic(err: yaml.YAMLException, text: string, file: string
   const reason = err.reason || err.message;
   let hint: string | undefined;
   const lineText = text.split('\n')[loc.line - 1] ?? '';
+  let message = `YAML syntax error: ${reason}`;
   if (/\t/.test(lineText.match(/^\s*/)?.[0] ?? '') || /tab/i.test(reason)) hint = 'YAML indentation must use spaces, not tabs';
-  else if (/duplicated mapping key/.test(reason)) hint = 'each key may appear once per map';
-  return { loc, message: `YAML syntax error: ${reason}`, hint };
+  else if (/duplicated mapping key/.test(reason)) {
+    // js-yaml points at the second occurrence of the key; name it.
+    const key = typeof mark?.position === 'number' ? text.slice(mark.position).match(/^(?:"((?:[^"\\\n]|\\.)*)"|'((?:[^'\n]|'')*)'|([^\n:#,{}[\]]*?))\s*:/) : null;
+    const name = key ? (key[1] ?? key[2] ?? key[3]) : undefined;
+    if (name) message += ` "${name}"`;
+    hint = 'each key may appear once per map';
+  } else if (/flow collection/.test(reason) && typeof mark?.position === 'number') {
+    // The error shows up where js-yaml gave up, often lines after the "[" or "{" that was left open.
+    const open = unclosedFlowOpener(text, mark.position);
+    if (open !== undefined) {
+      const o = locAt(text, open, file);
+      hint = `inside the "${text[open]}" opened at line ${o.line}, column ${o.col}: is its closing "${text[open] === '[' ? ']' : '}'}" or a "," between items missing?`;
+    }
+  }
+  return { loc, message, hint };
+}
+
+/** Offset of the innermost "[" or "{" still open at `end` (quoted strings and comments skipped), if any. */
+function unclosedFlowOpener(text: string, end: number): number | undefined {
+  const stack: number[] = [];
+  let prev = '\n'; // last significant character: a bracket or quote only starts a node after one of these
+  for (let i = 0; i < end && i < text.length; i++) {
+    const c = text[i]!;
+    if (c === ' ' || c === '\t' || c === '\r') continue;
+    const startsNode = prev === '\n' || ':-,[{?'.includes(prev);
+    if (c === '#' && (i === 0 || /\s/.test(text[i - 1]!))) {
+      while (i + 1 < end && text[i + 1] !== '\n') i++;
+      continue;
+    }
+    if ((c === '"' || c === "'") && startsNode) {
+      for (i++; i < end && text[i] !== c; i++) if (c === '"' && text[i] === '\\') i++;
+    } else if ((c === '[' || c === '{') && startsNode) stack.push(i);
+    else if ((c === ']' || c === '}') && stack.length) stack.pop();
+    prev = c;
+  }
+  return stack[stack.length - 1];
 }
 
 /** js-yaml sometimes wraps one node in another with the same result; keep the inner one. */
@@ -150,6 +187,9 @@ function toLNode(raw: RawNode, value: unknown, text: string, file: string, nullL
     const ordered = new Map<string, { keyLoc: Loc; node: LNode }>();
     for (const [k, v] of Object.entries(record)) ordered.set(k, entries.get(k) ?? { keyLoc: loc, node: located(v, loc) });
     return { kind: 'map', loc, entries: ordered };
+  }
+  if (typeof value === 'number' && raw.end !== undefined) {
+    return { kind: 'scalar', loc, value, source: text.slice(skipBlank(text, raw.start), raw.end).trim() };
   }
   return { kind: 'scalar', loc, value: value as Scalar };
 }

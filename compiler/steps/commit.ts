@@ -1,0 +1,43 @@
+import { run } from '../exec.js';
+import { tupleArrayVariant } from '../build/ostree.js';
+import type { BuildContext } from './step.js';
+
+export interface CommitInfo {
+  version: string;
+  parent?: string;
+  manifestSha256: string;
+  inputHash: string;
+  gitCommit: string;
+}
+
+/** `ostree commit` argv: pure, so tests can check it. The ref is only moved once the commit is complete. */
+export function commitArgs(ctx: Pick<BuildContext, 'localRepo' | 'ref' | 'root' | 'epoch' | 'manifest' | 'packages'>, info: CommitInfo): string[] {
+  const meta: Record<string, string> = {
+    version: info.version,
+    'treecast.name': ctx.manifest.name,
+    'treecast.manifest-sha256': info.manifestSha256,
+    'treecast.input-hash': info.inputHash,
+    'treecast.git-commit': info.gitCommit,
+  };
+  for (const [k, v] of Object.entries(ctx.manifest.metadata ?? {})) meta[`treecast.meta.${k}`] = String(v);
+  const args = [
+    'commit',
+    `--repo=${ctx.localRepo}`,
+    `--branch=${ctx.ref}`,
+    `--tree=dir=${ctx.root}`,
+    `--timestamp=@${ctx.epoch}`,
+    `--subject=${ctx.manifest.name} ${info.version}`,
+    info.parent ? `--parent=${info.parent}` : '--parent=none',
+    // Clean up stray xattrs of the build host; ostree keeps mode/owner itself.
+    '--no-xattrs',
+    '--generate-sizes',
+  ];
+  for (const [k, v] of Object.entries(meta)) args.push(`--add-metadata-string=${k}=${v}`);
+  args.push(`--add-metadata=treecast.packages=${tupleArrayVariant(ctx.packages.map((p) => [p.name, p.version, p.arch]), 3)}`);
+  return args;
+}
+
+export async function commitTree(ctx: BuildContext, info: CommitInfo): Promise<string> {
+  const r = await run('ostree', commitArgs(ctx, info), { signal: ctx.signal });
+  return r.stdout.trim();
+}

@@ -1,0 +1,67 @@
+import { chmodSync, chownSync, copyFileSync, lchownSync, lstatSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { UserError } from '../diagnostics.js';
+import { mkdirInRoot, resolveInRoot } from '../build/rootfs.js';
+import type { FileEntry } from '../manifest/types.js';
+import { resolveInside } from '../paths.js';
+import { accountPlan } from './users.js';
+import type { Step } from './step.js';
+
+/** Numeric id for an owner/group value: a number, digits, or a name known to the image (or declared in the manifest). */
+export function resolveId(value: string | number | undefined, names: Map<string, number>, what: 'owner' | 'group'): number {
+  if (value === undefined) return 0;
+  if (typeof value === 'number') return value;
+  if (/^\d+$/.test(value)) return Number(value);
+  const id = names.get(value);
+  if (id === undefined) throw new UserError(`${what} "${value}" does not exist in the image (declare it under ${what === 'owner' ? 'users' : 'groups'}: or use a numeric id)`);
+  return id;
+}
+
+/**
+ * files[]: exact content, mode, owner and group — set after overlays, so they
+ * win, and before postprocess, so scripts can read them (rpm-ostree#779/#997).
+ */
+export const files: Step = {
+  name: 'files',
+  tools: [],
+  applies: (m) => (m.files?.length ?? 0) > 0,
+  async run(ctx) {
+    const plan = accountPlan(ctx);
+    ctx.manifest.files!.forEach((f, i) => {
+      try {
+        writeEntry(ctx.root, ctx.repo.root, f, plan.uidOf, plan.gidOf);
+      } catch (err) {
+        const where = `files[${i}] (${f.path})`;
+        if (err instanceof UserError) throw new UserError(`${where}: ${err.message}`);
+        throw new UserError(`${where}: ${(err as Error).message}`);
+      }
+    });
+    return `${ctx.manifest.files!.length} files`;
+  },
+};
+
+function writeEntry(root: string, repoRoot: string, f: FileEntry, uids: Map<string, number>, gids: Map<string, number>): void {
+  const uid = resolveId(f.owner, uids, 'owner');
+  const gid = resolveId(f.group, gids, 'group');
+  mkdirInRoot(root, path.posix.dirname(f.path));
+  const host = resolveInRoot(root, f.path);
+  const existing = lstatSync(host, { throwIfNoEntry: false });
+  if (existing?.isDirectory()) throw new UserError('a directory exists at this path in the image');
+  if (existing) rmSync(host, { force: true }); // replace, never write through a link
+  if (f.symlink !== undefined) {
+    symlinkSync(f.symlink, host);
+    lchownSync(host, uid, gid);
+    return;
+  }
+  if (f.source !== undefined) {
+    const src = resolveInside(repoRoot, f.source);
+    if (!src) throw new UserError(`source "${f.source}" is outside the repository`);
+    const st = lstatSync(src, { throwIfNoEntry: false });
+    if (!st?.isFile()) throw new UserError(`source file "${f.source}" no longer exists in the repository`);
+    copyFileSync(src, host);
+  } else {
+    writeFileSync(host, f.content!);
+  }
+  chownSync(host, uid, gid); // before chmod: chown clears setuid/setgid bits
+  chmodSync(host, f.mode !== undefined ? parseInt(f.mode, 8) : 0o644);
+}
