@@ -15,6 +15,7 @@ import { commitTree } from '../steps/commit.js';
 import type { BuildContext } from '../steps/step.js';
 import { canonicalJson, computeInputHash, sha256 } from './input-hash.js';
 import { commitMetadata, ensureRepo, refVersions, revParse } from './ostree.js';
+import { emitImage } from './emit.js';
 import { buildOrder, defaultVersionPrefix, nextVersion, planSteps } from './plan.js';
 
 export interface StepTiming {
@@ -32,6 +33,10 @@ export interface ImageBuildResult {
   cached: boolean;
   seconds: number;
   steps: StepTiming[];
+  /** Artifacts written from the commit (build --json). */
+  artifacts: { type: string; path: string; size: number; sha256: string }[];
+  /** Directory holding the artifacts, MANIFEST.json and SHA256SUMS. */
+  outDir?: string;
 }
 
 export interface BuildOptions {
@@ -60,7 +65,12 @@ export async function buildImages(repo: Repo, all: ValidManifest[], selected: Va
   const results: ImageBuildResult[] = [];
   for (const image of buildOrder(all, selected)) {
     try {
-      results.push(await buildOne(repo, all, image, { localRepo, epoch, gitCommit, signal, force: Boolean(opts.force) }));
+      const built = await buildOne(repo, all, image, { localRepo, epoch, gitCommit, signal, force: Boolean(opts.force) });
+      const commitEpoch = Number((await commitMetadata(localRepo, built.commit, 'treecast.source-date-epoch')) ?? epoch);
+      const emitted = await emitImage(repo, image.manifest, built, commitEpoch, signal);
+      built.outDir = emitted.dir;
+      built.artifacts = emitted.artifacts.map(({ type, path: p, size, sha256 }) => ({ type, path: p, size, sha256 }));
+      results.push(built);
     } catch (err) {
       if (signal.aborted) throw new UserError(`building ${image.manifest.name}: interrupted; nothing was committed`);
       throw withContext(`building ${image.manifest.name}`, err);
@@ -90,7 +100,7 @@ async function buildOne(repo: Repo, all: ValidManifest[], image: ValidManifest, 
   if (existing && !s.force && (await commitMetadata(s.localRepo, existing, 'treecast.input-hash')) === inputHash) {
     const version = (await commitMetadata(s.localRepo, existing, 'version')) ?? '';
     info(`${m.name}: up to date (${version}, ${existing.slice(0, 12)}), inputs unchanged`);
-    return { name: m.name, ref, commit: existing, version, inputHash, cached: true, seconds: 0, steps: [] };
+    return { name: m.name, ref, commit: existing, version, inputHash, cached: true, seconds: 0, steps: [], artifacts: [] };
   }
 
   const steps = planSteps(m);
@@ -141,7 +151,7 @@ async function buildOne(repo: Repo, all: ValidManifest[], image: ValidManifest, 
     const seconds = (performance.now() - t0) / 1000;
     timings.push({ name: 'commit', seconds });
     info(`  ${'commit'.padEnd(18)} ${seconds.toFixed(1).padStart(6)}s  ${ref} ${version} ${commit.slice(0, 12)}`);
-    return { name: m.name, ref, commit, version, inputHash, cached: false, seconds: (performance.now() - started) / 1000, steps: timings };
+    return { name: m.name, ref, commit, version, inputHash, cached: false, seconds: (performance.now() - started) / 1000, steps: timings, artifacts: [] };
   } finally {
     rmSync(workDir, { recursive: true, force: true });
   }

@@ -128,8 +128,11 @@ function describe(e: ErrorObject, root: LNode): Diagnostic {
       const missing = (e.params as { missingProperty: string }).missingProperty;
       return { loc: locate(root, segs), path, message: `missing required key "${missing}"` };
     }
-    case 'false schema':
-      return { loc: locate(root, segs, 'key'), path, message: `key "${lastKey}" is not allowed here`, hint: 'it does not apply to this base source' };
+    case 'false schema': {
+      const source = nodeAt(root, [...segs.slice(0, -1), 'source']);
+      const which = source?.kind === 'scalar' && typeof source.value === 'string' ? `base source "${source.value}"` : 'this base source';
+      return { loc: locate(root, segs, 'key'), path, message: `key "${lastKey}" is not allowed here`, hint: `it does not apply to ${which}` };
+    }
     case 'type': {
       const value = e.data;
       const want = (e.params as { type: string | string[] }).type;
@@ -155,6 +158,9 @@ function describe(e: ErrorObject, root: LNode): Diagnostic {
     case 'anyOf':
       if (e.keyword !== 'pattern' && typeof e.data === 'number' && lastKey === 'mode') {
         return { loc: locate(root, segs), path, message: custom ?? 'invalid value', hint: numberModeHint(e.data as number, nodeAt(root, segs)) };
+      }
+      if (e.keyword === 'pattern' && lastKey === 'mode' && typeof e.data === 'string' && /^0?[0-9]{3,4}$/.test(e.data)) {
+        return { loc: locate(root, segs), path, message: custom ?? 'invalid value', hint: 'octal digits are 0 to 7' };
       }
       return { loc: locate(root, segs), path, message: custom ?? (e.keyword === 'pattern' ? `${JSON.stringify(e.data)} does not match ${(e.params as { pattern: string }).pattern}` : 'matches none of the allowed forms') };
     case 'minLength':

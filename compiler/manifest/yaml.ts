@@ -34,7 +34,8 @@ export type ParseResult = { ok: true; root: LNode } | { ok: false; diagnostics: 
 export function parseYaml(text: string, file: string): ParseResult {
   const at = (offset: number): Loc => locAt(text, offset, file);
   if (text.split('\n').every((l) => /^\s*(#.*)?$/.test(l))) {
-    return fail({ loc: { file, line: 1, col: 1 }, message: 'file is empty', hint: 'an image manifest is a YAML map with at least a "name"' });
+    const message = text.trim() === '' ? 'file is empty' : 'file is empty (it has only comments)';
+    return fail({ loc: { file, line: 1, col: 1 }, message, hint: 'an image manifest is a YAML map with at least a "name"' });
   }
   // Aliases are shared objects in js-yaml's result; weigh them by what they expand to.
   const weights = new WeakMap<object, number>();

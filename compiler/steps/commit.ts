@@ -18,6 +18,7 @@ export function commitArgs(ctx: Pick<BuildContext, 'localRepo' | 'ref' | 'root' 
     'treecast.manifest-sha256': info.manifestSha256,
     'treecast.input-hash': info.inputHash,
     'treecast.git-commit': info.gitCommit,
+    'treecast.source-date-epoch': String(ctx.epoch),
   };
   for (const [k, v] of Object.entries(ctx.manifest.metadata ?? {})) meta[`treecast.meta.${k}`] = String(v);
   const args = [

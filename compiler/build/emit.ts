@@ -1,0 +1,174 @@
+/**
+ * emit: every artifact of an image, from one checkout of its commit in the
+ * deployed layout, written into a staging directory that is renamed into
+ * place only when all of them (and MANIFEST.json, SHA256SUMS) are complete.
+ */
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { UserError, withContext } from '../diagnostics.js';
+import { missingProgram, run, which } from '../exec.js';
+import { info } from '../log.js';
+import type { ImageManifest } from '../manifest/types.js';
+import { outputRegistry, type Artifact, type KernelInfo, type Output } from '../outputs/index.js';
+import type { Repo } from '../repo.js';
+import type { ImageBuildResult } from './build.js';
+import { localRepoPath } from './build.js';
+import { commitMetadata, parseTupleArray } from './ostree.js';
+
+export interface ImageManifestJson {
+  name: string;
+  version: string;
+  ref: string;
+  commit: string;
+  inputHash: string;
+  gitCommit: string;
+  manifestSha256: string;
+  buildTime: string;
+  kernel?: string;
+  kernelArgs: string[];
+  artifacts: Omit<Artifact, 'path'>[];
+  packages: { name: string; version: string; arch: string }[];
+}
+
+export interface EmitResult {
+  dir: string;
+  manifest: ImageManifestJson;
+  artifacts: Artifact[];
+  reused: boolean;
+}
+
+export const outRoot = (repo: Repo, name: string) => path.join(repo.cacheDir, 'out', name);
+
+/** Which outputs an image asks for, with their dependencies, in an order that respects them. */
+export function planOutputs(m: ImageManifest, registry: Map<string, Output>): Output[] {
+  const wanted = new Set(Object.keys(m.outputs ?? {}).filter((k) => k !== 'ostree'));
+  for (const name of [...wanted]) for (const dep of registry.get(name)?.after ?? []) wanted.add(dep);
+  const ordered: Output[] = [];
+  const visit = (name: string) => {
+    const o = registry.get(name);
+    if (!o) throw new UserError(`unknown output "${name}" (known: ${[...registry.keys()].join(', ')})`);
+    if (ordered.includes(o)) return;
+    for (const d of o.after ?? []) visit(d);
+    ordered.push(o);
+  };
+  [...wanted].sort().forEach(visit);
+  return ordered;
+}
+
+export async function emitImage(repo: Repo, m: ImageManifest, built: ImageBuildResult, epoch: number, signal: AbortSignal): Promise<EmitResult> {
+  const finalDir = path.join(outRoot(repo, m.name), built.version);
+  const existing = readManifestJson(finalDir);
+  if (existing && existing.commit === built.commit) {
+    return { dir: finalDir, manifest: existing, artifacts: existing.artifacts.map((a) => ({ ...a, path: path.join(finalDir, a.file) })), reused: true };
+  }
+  const registry = outputRegistry(repo.publicUrl);
+  const outputs = planOutputs(m, registry);
+  for (const tool of new Set(outputs.flatMap((o) => o.tools))) if (!(await which(tool))) throw missingProgram(tool);
+
+  const localRepo = localRepoPath(repo);
+  mkdirSync(outRoot(repo, m.name), { recursive: true });
+  const staging = mkdtempSync(path.join(outRoot(repo, m.name), `.staging-${built.version}-`));
+  chmodSync(staging, 0o755); // mkdtemp makes it 0700; it becomes a published directory
+  const tmpRoot = path.join(repo.cacheDir, 'tmp');
+  mkdirSync(tmpRoot, { recursive: true });
+  const checkoutParent = mkdtempSync(path.join(tmpRoot, `${m.name}-checkout-`));
+  const tree = path.join(checkoutParent, 'tree');
+  try {
+    if (outputs.length) {
+      await run('ostree', ['checkout', `--repo=${localRepo}`, built.commit, tree], { signal });
+      // What `ostree admin deploy` shows a booted host: /usr/etc becomes /etc.
+      if (existsSync(path.join(tree, 'usr/etc'))) {
+        rmSync(path.join(tree, 'etc'), { recursive: true, force: true });
+        renameSync(path.join(tree, 'usr/etc'), path.join(tree, 'etc'));
+      }
+    }
+    const kernel = outputs.length ? findKernel(tree) : undefined;
+    const done = new Map<string, Artifact[]>();
+    // Outputs without dependencies run in parallel; dependants after them.
+    const pending = [...outputs];
+    while (pending.length) {
+      const ready = pending.filter((o) => (o.after ?? []).every((d) => done.has(d)));
+      for (const o of ready) pending.splice(pending.indexOf(o), 1);
+      await Promise.all(
+        ready.map(async (o) => {
+          if (o.needsKernel && !kernel) throw new UserError(`output ${o.name} of image ${m.name} needs a kernel and an initramfs in /usr/lib/modules/<version>/, and the image has none (add linux-image-amd64 and dracut to packages)`);
+          const t0 = performance.now();
+          try {
+            done.set(o.name, await o.write({ name: m.name, manifest: m, version: built.version, commit: built.commit, epoch, tree, outDir: staging, kernel, signal, done }));
+          } catch (err) {
+            throw withContext(`writing output ${o.name} of image ${m.name}`, err);
+          }
+          info(`  output ${o.name.padEnd(11)} ${((performance.now() - t0) / 1000).toFixed(1).padStart(6)}s  ${done.get(o.name)!.map((a) => `${a.file} ${humanSize(a.size)}`).join(', ')}`);
+        }),
+      );
+    }
+    const artifacts = [...done.values()].flat().sort((a, b) => (a.file < b.file ? -1 : 1));
+    const manifest: ImageManifestJson = {
+      name: m.name,
+      version: built.version,
+      ref: built.ref,
+      commit: built.commit,
+      inputHash: built.inputHash,
+      gitCommit: (await commitMetadata(localRepo, built.commit, 'treecast.git-commit')) ?? 'none',
+      manifestSha256: (await commitMetadata(localRepo, built.commit, 'treecast.manifest-sha256')) ?? '',
+      buildTime: new Date(epoch * 1000).toISOString(),
+      kernel: kernel?.version,
+      kernelArgs: m['kernel-args'] ?? [],
+      artifacts: artifacts.map(({ path: _p, ...rest }) => rest),
+      packages: parseTupleArray(await commitMetadata(localRepo, built.commit, 'treecast.packages')).map(([name, version, arch]) => ({ name: name!, version: version!, arch: arch ?? '' })),
+    };
+    writeFileSync(path.join(staging, 'MANIFEST.json'), JSON.stringify(manifest, null, 2) + '\n');
+    writeFileSync(path.join(staging, 'SHA256SUMS'), artifacts.map((a) => `${a.sha256}  ${a.file}\n`).join(''));
+    swapIntoPlace(staging, finalDir);
+    return { dir: finalDir, manifest, artifacts: artifacts.map((a) => ({ ...a, path: path.join(finalDir, a.file) })), reused: false };
+  } finally {
+    rmSync(checkoutParent, { recursive: true, force: true });
+    rmSync(staging, { recursive: true, force: true });
+  }
+}
+
+export function readManifestJson(dir: string): ImageManifestJson | undefined {
+  try {
+    return JSON.parse(readFileSync(path.join(dir, 'MANIFEST.json'), 'utf8')) as ImageManifestJson;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Replace `dest` by `staging` with renames only: a reader sees the old or the new directory, never a mix. */
+export function swapIntoPlace(staging: string, dest: string): void {
+  if (existsSync(dest)) {
+    const old = `${dest}.old-${process.pid}-${Date.now()}`;
+    renameSync(dest, old);
+    renameSync(staging, dest);
+    rmSync(old, { recursive: true, force: true });
+  } else {
+    renameSync(staging, dest);
+  }
+}
+
+/** The newest kernel with an initramfs in the checkout, and which initramfs system built it. */
+export function findKernel(tree: string): KernelInfo | undefined {
+  const modules = path.join(tree, 'usr/lib/modules');
+  let versions: string[] = [];
+  try {
+    versions = readdirSync(modules).filter((v) => existsSync(path.join(modules, v, 'vmlinuz')) && existsSync(path.join(modules, v, 'initramfs.img')));
+  } catch {
+    return undefined;
+  }
+  if (!versions.length) return undefined;
+  const version = versions.sort((a, b) => a.localeCompare(b, undefined, { numeric: true })).pop()!;
+  const flavor = existsSync(path.join(tree, 'usr/lib/dracut/modules.d/90dmsquash-live'))
+    ? 'dracut'
+    : existsSync(path.join(tree, 'usr/share/initramfs-tools/scripts/live')) || existsSync(path.join(tree, 'usr/lib/live/boot'))
+      ? 'live-boot'
+      : 'unknown';
+  return { version, vmlinuz: path.join(modules, version, 'vmlinuz'), initramfs: path.join(modules, version, 'initramfs.img'), flavor };
+}
+
+export function humanSize(n: number): string {
+  const units = ['B', 'KiB', 'MiB', 'GiB'];
+  let i = 0;
+  while (n >= 1024 && i < units.length - 1) (n /= 1024), i++;
+  return `${n.toFixed(i ? 1 : 0)} ${units[i]}`;
+}

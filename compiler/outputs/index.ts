@@ -1,0 +1,12 @@
+/** The output registry: format name -> writer. A new format is a new module listed here, nothing else. */
+import type { Output } from './output.js';
+import { squashfs } from './squashfs.js';
+import { tarball } from './tarball.js';
+import { erofs } from './erofs.js';
+import { disklessOutput } from './diskless.js';
+
+export function outputRegistry(publicUrl: string): Map<string, Output> {
+  return new Map([squashfs, tarball, erofs, disklessOutput(publicUrl)].map((o) => [o.name, o]));
+}
+
+export type { Artifact, Output, OutputContext, KernelInfo } from './output.js';
