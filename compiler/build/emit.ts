@@ -25,6 +25,8 @@ export interface ImageManifestJson {
   manifestSha256: string;
   buildTime: string;
   kernel?: string;
+  /** How the initramfs fetches a diskless root (dracut livenet or live-boot). */
+  initramfs?: 'dracut' | 'live-boot' | 'unknown';
   kernelArgs: string[];
   artifacts: Omit<Artifact, 'path'>[];
   packages: { name: string; version: string; arch: string }[];
@@ -113,6 +115,7 @@ export async function emitImage(repo: Repo, m: ImageManifest, built: ImageBuildR
       manifestSha256: (await commitMetadata(localRepo, built.commit, 'treecast.manifest-sha256')) ?? '',
       buildTime: new Date(epoch * 1000).toISOString(),
       kernel: kernel?.version,
+      initramfs: kernel?.flavor,
       kernelArgs: m['kernel-args'] ?? [],
       artifacts: artifacts.map(({ path: _p, ...rest }) => rest),
       packages: parseTupleArray(await commitMetadata(localRepo, built.commit, 'treecast.packages')).map(([name, version, arch]) => ({ name: name!, version: version!, arch: arch ?? '' })),

@@ -3,5 +3,8 @@ import type { Command } from './command.js';
 import { validateCommand } from './validate.js';
 import { doctorCommand } from './doctor.js';
 import { buildCommand } from './build.js';
+import { publishCommand } from './publish.js';
+import { serveCommand } from './serve.js';
+import { keygenCommand } from './keygen.js';
 
-export const commands: Command[] = [validateCommand, buildCommand, doctorCommand];
+export const commands: Command[] = [validateCommand, buildCommand, publishCommand, serveCommand, keygenCommand, doctorCommand];

@@ -1,0 +1,41 @@
+import path from 'node:path';
+import { EXIT, UsageError } from '../diagnostics.js';
+import { loadImages } from '../images.js';
+import { builtItems } from '../publish/items.js';
+import { publish, publishOptions } from '../publish/publish.js';
+import { openRepo } from '../repo.js';
+import { printJson, type Command } from './command.js';
+
+export const publishCommand: Command = {
+  name: 'publish',
+  summary: 'put built images into the publish dir: OSTree repo, artifacts, kickstart, iPXE, index',
+  usage: 'treecast publish [image...] [--dir public] [--url URL] [--gpg-key ID --gpg-homedir DIR] [--json]',
+  help: [
+    'Publishes the last build of each image (default: all images). Crash-safe: objects, then artifacts,',
+    'then refs and the summary; a killed publish leaves the previous state intact.',
+    'Options:',
+    '  --dir DIR          publish directory (default: treecast.yaml publish.dir, else public/)',
+    '  --url URL          public URL of that directory, used in kickstart, iPXE and index pages',
+    '  --gpg-key ID       sign commits, summary and SHA256SUMS with this key',
+    '  --gpg-homedir DIR  GnuPG home holding the key',
+  ].join('\n'),
+  options: { dir: { type: 'string' }, url: { type: 'string' }, 'gpg-key': { type: 'string' }, 'gpg-homedir': { type: 'string' }, 'crash-after': { type: 'string' } },
+  async run(ctx) {
+    const repo = openRepo({ repo: ctx.repo });
+    const { selected } = loadImages(repo, ctx.positionals);
+    const v = ctx.values;
+    if (v['gpg-homedir'] && !v['gpg-key']) throw new UsageError('--gpg-homedir needs --gpg-key');
+    const overrides: Parameters<typeof publishOptions>[1] = {};
+    if (v.dir) overrides.dir = path.resolve(String(v.dir));
+    if (v.url) overrides.url = String(v.url).replace(/\/+$/, '');
+    if (v['gpg-key']) overrides.key = { keyId: String(v['gpg-key']), homedir: path.resolve(String(v['gpg-homedir'] ?? path.join(process.env.HOME ?? '/root', '.gnupg'))) };
+    // Undocumented test hook: simulate a crash after a phase (see test/publish-crash.test.ts).
+    if (v['crash-after']) overrides.crashAfter = String(v['crash-after']);
+    const opts = publishOptions(repo, overrides);
+    const items = await builtItems(repo, selected);
+    const published = await publish(items, opts);
+    if (ctx.json) printJson({ dir: opts.dir, url: opts.url, signed: Boolean(opts.key), images: published });
+    else for (const p of published) process.stdout.write(`${p.name}\t${p.version}\t${p.commit}\t${p.delta ? `delta ${p.delta}` : 'no delta'}\n`);
+    return EXIT.ok;
+  },
+};

@@ -1,0 +1,169 @@
+/**
+ * index.json and index.html: the catalog of the published tree, built from
+ * the MANIFEST.json files that are actually published (the tree is the truth).
+ * Pure functions over data; publish.ts does the reading and writing.
+ */
+import type { ImageManifestJson } from '../build/emit.js';
+
+export interface PackageChanges {
+  added: { name: string; version: string }[];
+  removed: { name: string; version: string }[];
+  upgraded: { name: string; from: string; to: string }[];
+}
+
+export interface CatalogVersion {
+  version: string;
+  commit: string;
+  date: string;
+  gitCommit: string;
+  size: number;
+  artifacts: { type: string; file: string; size: number; sha256: string; url: string }[];
+  packageCount: number;
+  changes: PackageChanges | null;
+}
+
+export interface CatalogImage {
+  name: string;
+  ref: string;
+  latest: string;
+  kickstart: string;
+  ipxe?: string;
+  kernelArgs: string[];
+  versions: CatalogVersion[];
+}
+
+export interface Catalog {
+  generator: string;
+  url: string;
+  repoUrl: string;
+  remote: string;
+  signed: boolean;
+  publicKey?: string;
+  updated: string;
+  images: CatalogImage[];
+}
+
+export function packageChanges(prev: ImageManifestJson['packages'], next: ImageManifestJson['packages']): PackageChanges {
+  const before = new Map(prev.map((p) => [p.name, p.version]));
+  const after = new Map(next.map((p) => [p.name, p.version]));
+  const changes: PackageChanges = { added: [], removed: [], upgraded: [] };
+  for (const [name, version] of after) {
+    const old = before.get(name);
+    if (old === undefined) changes.added.push({ name, version });
+    else if (old !== version) changes.upgraded.push({ name, from: old, to: version });
+  }
+  for (const [name, version] of before) if (!after.has(name)) changes.removed.push({ name, version });
+  return changes;
+}
+
+/** Versions oldest first: by build time, then by version number. */
+export function sortVersions(ms: ImageManifestJson[]): ImageManifestJson[] {
+  return [...ms].sort((a, b) => a.buildTime.localeCompare(b.buildTime) || a.version.localeCompare(b.version, undefined, { numeric: true }));
+}
+
+export function buildCatalog(opts: { url: string; remote: string; signed: boolean; publicKey?: string; updated: string; images: { name: string; hasIpxe: boolean; versions: ImageManifestJson[] }[] }): Catalog {
+  const images: CatalogImage[] = opts.images
+    .filter((i) => i.versions.length)
+    .map((img) => {
+      const sorted = sortVersions(img.versions);
+      const versions = sorted
+        .map((m, i) => ({
+          version: m.version,
+          commit: m.commit,
+          date: m.buildTime,
+          gitCommit: m.gitCommit,
+          size: m.artifacts.reduce((s, a) => s + a.size, 0),
+          artifacts: m.artifacts.map((a) => ({ ...a, url: `${opts.url}/images/${img.name}/${m.version}/${a.file}` })),
+          packageCount: m.packages.length,
+          changes: i > 0 ? packageChanges(sorted[i - 1]!.packages, m.packages) : null,
+        }))
+        .reverse();
+      const latest = sorted[sorted.length - 1]!;
+      return {
+        name: img.name,
+        ref: latest.ref,
+        latest: latest.version,
+        kickstart: `${opts.url}/kickstart/${img.name}.ks`,
+        ipxe: img.hasIpxe ? `${opts.url}/boot/${img.name}.ipxe` : undefined,
+        kernelArgs: latest.kernelArgs,
+        versions,
+      };
+    })
+    .sort((a, b) => a.name.localeCompare(b.name));
+  return { generator: 'treecast', url: opts.url, repoUrl: `${opts.url}/repo`, remote: opts.remote, signed: opts.signed, publicKey: opts.publicKey, updated: opts.updated, images };
+}
+
+const esc = (s: string) => s.replace(/[&<>"']/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' })[c]!);
+
+export function humanBytes(n: number): string {
+  const u = ['B', 'KiB', 'MiB', 'GiB'];
+  let i = 0;
+  while (n >= 1024 && i < u.length - 1) (n /= 1024), i++;
+  return `${n.toFixed(i ? 1 : 0)} ${u[i]}`;
+}
+
+function changesHtml(c: PackageChanges | null): string {
+  if (!c) return '<span class="muted">first published version</span>';
+  const parts: string[] = [];
+  if (c.added.length) parts.push(`<span class="add">+${c.added.length} added</span> ${c.added.slice(0, 8).map((p) => esc(p.name)).join(', ')}`);
+  if (c.removed.length) parts.push(`<span class="del">−${c.removed.length} removed</span> ${c.removed.slice(0, 8).map((p) => esc(p.name)).join(', ')}`);
+  if (c.upgraded.length) parts.push(`<span class="upg">${c.upgraded.length} upgraded</span> ${c.upgraded.slice(0, 8).map((p) => `${esc(p.name)} ${esc(p.from)} → ${esc(p.to)}`).join(', ')}`);
+  return parts.length ? parts.join('<br>') : '<span class="muted">no package changes</span>';
+}
+
+export function renderIndexHtml(c: Catalog): string {
+  const remoteAdd = (img: CatalogImage) =>
+    `ostree remote add ${c.signed ? '' : '--no-gpg-verify '}${c.remote} ${c.repoUrl} ${img.ref}` + (c.signed && c.publicKey ? `\ncurl -fsSL ${c.publicKey} | ostree remote gpg-import --stdin ${c.remote}` : '');
+  const sections = c.images.map((img) => {
+    const rows = img.versions
+      .map(
+        (v) => `<tr data-version="${esc(v.version)}">
+  <td class="version">${esc(v.version)}${v.version === img.latest ? ' <span class="badge">latest</span>' : ''}</td>
+  <td>${esc(v.date.replace('T', ' ').replace(/\.\d+Z$/, 'Z'))}</td>
+  <td><code title="${esc(v.commit)}">${esc(v.commit.slice(0, 12))}</code></td>
+  <td class="size">${humanBytes(v.size)}</td>
+  <td>${v.artifacts.map((a) => `<a href="${esc(a.url)}">${esc(a.file)}</a> <span class="muted">${humanBytes(a.size)}</span>`).join('<br>') || '<span class="muted">OSTree commit only</span>'}</td>
+  <td>${changesHtml(v.changes)}</td>
+</tr>`,
+      )
+      .join('\n');
+    return `<section class="image" id="${esc(img.name)}" data-image="${esc(img.name)}">
+<h2>${esc(img.name)} <span class="muted">${esc(img.ref)}</span></h2>
+<p>Latest: <strong class="latest">${esc(img.latest)}</strong> · ${img.versions.length} version(s) · <a href="${esc(img.kickstart)}">kickstart</a>${img.ipxe ? ` · <a href="${esc(img.ipxe)}">iPXE script</a>` : ''}</p>
+<h3>Use it</h3>
+<pre class="copy"><code>${esc(remoteAdd(img))}
+ostree admin deploy --os=${esc(img.name)} ${esc(c.remote)}:${esc(img.ref)}   # or: rpm-ostree rebase ${esc(c.remote)}:${esc(img.ref)}
+ostree admin upgrade --os=${esc(img.name)}</code></pre>
+${img.ipxe ? `<pre class="copy"><code>chain ${esc(img.ipxe)}</code></pre>` : ''}
+<table>
+<thead><tr><th>Version</th><th>Built</th><th>Commit</th><th>Size</th><th>Artifacts</th><th>Package changes</th></tr></thead>
+<tbody>
+${rows}
+</tbody>
+</table>
+</section>`;
+  });
+  return `<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>treecast images</title>
+<style>
+body { font: 15px/1.45 system-ui, sans-serif; margin: 2rem auto; max-width: 72rem; padding: 0 1rem; color: #1d232a; }
+h1 { margin-bottom: 0; } h2 { margin-top: 2.5rem; border-bottom: 1px solid #d8dee4; padding-bottom: .3rem; }
+.muted { color: #667; font-weight: normal; font-size: .9em; }
+table { border-collapse: collapse; width: 100%; } th, td { text-align: left; vertical-align: top; padding: .35rem .6rem; border-bottom: 1px solid #eef1f4; }
+pre.copy { background: #f4f6f8; padding: .7rem 1rem; overflow-x: auto; border-radius: 6px; }
+.badge { background: #1f6feb; color: #fff; border-radius: 9px; padding: 0 .5rem; font-size: .75em; }
+.add { color: #1a7f37; } .del { color: #cf222e; } .upg { color: #9a6700; }
+</style>
+</head>
+<body>
+<h1>treecast images</h1>
+<p class="muted">OSTree repository <code>${esc(c.repoUrl)}</code> · ${c.signed ? 'commits and summary are GPG-signed' + (c.publicKey ? ` (<a href="${esc(c.publicKey)}">public key</a>)` : '') : 'unsigned: clients need <code>--no-gpg-verify</code>'} · updated ${esc(c.updated)} · <a href="index.json">index.json</a></p>
+${sections.join('\n') || '<p>No images published yet.</p>'}
+</body>
+</html>
+`;
+}

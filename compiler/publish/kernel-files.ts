@@ -1,0 +1,17 @@
+import path from 'node:path';
+import type { ImageManifestJson } from '../build/emit.js';
+import type { KernelInfo } from '../outputs/output.js';
+
+/**
+ * Kernel info for a published diskless version directory, from what emit
+ * recorded in MANIFEST.json (kernel version, initramfs flavor): publish
+ * renders the iPXE script without checking the commit out again.
+ */
+export function findKernelInVersionDir(dir: string, m: ImageManifestJson): KernelInfo {
+  return {
+    version: m.kernel ?? 'unknown',
+    vmlinuz: path.join(dir, 'vmlinuz'),
+    initramfs: path.join(dir, 'initrd.img'),
+    flavor: m.initramfs ?? 'dracut',
+  };
+}
