@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Installs everything treecast needs on a fresh Debian 12 machine (run as root):
+# the system tools it drives, then the npm dependencies.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# Tools treecast drives (see `treecast doctor`) plus what the boot tests need.
+# Deliberately no debootstrap/debos: they pull systemd-resolved (see docs/booting.md).
+PACKAGES=(
+  ostree mmdebstrap squashfs-tools zstd tar gnupg bubblewrap git
+  qemu-system-x86 e2fsprogs xz-utils gzip cpio erofs-utils
+  chromium ca-certificates curl busybox-static
+)
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -q
+  $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+if [ -f package-lock.json ]; then npm ci --no-audit --no-fund; else npm install --no-audit --no-fund; fi
