@@ -6,5 +6,6 @@ import { buildCommand } from './build.js';
 import { publishCommand } from './publish.js';
 import { serveCommand } from './serve.js';
 import { keygenCommand } from './keygen.js';
+import { planCommand } from './plan.js';
 
-export const commands: Command[] = [validateCommand, buildCommand, publishCommand, serveCommand, keygenCommand, doctorCommand];
+export const commands: Command[] = [validateCommand, planCommand, buildCommand, publishCommand, serveCommand, keygenCommand, doctorCommand];

@@ -220,16 +220,28 @@ function lineIsBlankBefore(text: string, pos: number): boolean {
   return true;
 }
 
+// Offsets of line starts of the last text located: one scan per document, not
+// one per node (that was quadratic: seconds for a few hundred KB).
+let lineCache: { text: string; starts: number[] } | undefined;
+
+function lineStarts(text: string): number[] {
+  if (lineCache?.text === text) return lineCache.starts;
+  const starts = [0];
+  for (let i = text.indexOf('\n'); i !== -1; i = text.indexOf('\n', i + 1)) starts.push(i + 1);
+  lineCache = { text, starts };
+  return starts;
+}
+
 export function locAt(text: string, offset: number, file: string): Loc {
-  let line = 1;
-  let lineStart = 0;
-  for (let i = 0; i < offset && i < text.length; i++) {
-    if (text.charCodeAt(i) === 10) {
-      line++;
-      lineStart = i + 1;
-    }
+  const starts = lineStarts(text);
+  let lo = 0;
+  let hi = starts.length - 1;
+  while (lo < hi) {
+    const mid = (lo + hi + 1) >> 1;
+    if (starts[mid]! <= offset) lo = mid;
+    else hi = mid - 1;
   }
-  return { file, line, col: offset - lineStart + 1 };
+  return { file, line: lo + 1, col: offset - starts[lo]! + 1 };
 }
 
 /** The plain JS value of a located tree. */

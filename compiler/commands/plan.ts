@@ -1,0 +1,44 @@
+import { EXIT } from '../diagnostics.js';
+import { planChanges, toMatrix } from '../gitops/plan.js';
+import { ansiColors, formatManifestDiff, isEmptyDiff, plainColors } from '../gitops/manifest-diff.js';
+import { loadImages } from '../images.js';
+import { openRepo } from '../repo.js';
+import { printJson, type Command } from './command.js';
+
+export const planCommand: Command = {
+  name: 'plan',
+  summary: 'show which images a git change affects, why, and how their manifests change',
+  usage: 'treecast plan [--since REV] [--json | --matrix]',
+  help: [
+    'Compares REV..HEAD plus uncommitted changes (default REV: HEAD~1) against every input of every image:',
+    'manifest, includes, overlays, source files, scripts, base image, treecast.yaml.',
+    'Options:',
+    '  --since REV  the commit to compare with',
+    '  --json       {since, changed, affected:[{name, reasons, manifest}], changes:{name: diff}}',
+    '  --matrix     GitHub Actions strategy.matrix: {"include":[{"image":..., "manifest":...}]}',
+  ].join('\n'),
+  options: { since: { type: 'string' }, matrix: { type: 'boolean' } },
+  async run(ctx) {
+    const repo = openRepo({ repo: ctx.repo });
+    const { all } = loadImages(repo);
+    const plan = await planChanges(repo, all, ctx.values.since as string | undefined);
+    if (ctx.values.matrix) {
+      process.stdout.write(JSON.stringify(toMatrix(plan)) + '\n');
+      return EXIT.ok;
+    }
+    if (ctx.json) {
+      printJson(plan);
+      return EXIT.ok;
+    }
+    const c = process.stdout.isTTY && !process.env.NO_COLOR ? ansiColors : plainColors;
+    process.stdout.write(`${plan.changed.length} path(s) changed since ${plan.since ?? '(the beginning)'}; ${plan.affected.length} of ${all.length} image(s) affected\n`);
+    for (const a of plan.affected) {
+      process.stdout.write(`\n${a.name} (${a.manifest})\n`);
+      for (const r of a.reasons) process.stdout.write(c.dim(`  because ${r}\n`));
+      const d = plan.changes[a.name]!;
+      const lines = formatManifestDiff(d, c);
+      process.stdout.write(isEmptyDiff(d) ? c.dim('    manifest unchanged (inputs changed)\n') : lines.join('\n') + '\n');
+    }
+    return EXIT.ok;
+  },
+};
