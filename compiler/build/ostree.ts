@@ -34,6 +34,8 @@ export async function refVersions(repoPath: string, ref: string): Promise<string
 /** Parse `[('a', '1'), ...]` GVariant text of a(ss)/a(sss) into tuples. */
 export function parseTupleArray(text: string | undefined): string[][] {
   if (!text) return [];
+  // An empty array prints with its type annotation: `@a(sss) []`.
+  text = text.replace(/^@\S+\s*/, '');
   return [...text.matchAll(/\(([^()]*)\)/g)].map((m) => [...m[1]!.matchAll(/'((?:[^'\\]|\\.)*)'/g)].map((x) => x[1]!));
 }
 

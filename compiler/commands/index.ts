@@ -7,5 +7,6 @@ import { publishCommand } from './publish.js';
 import { serveCommand } from './serve.js';
 import { keygenCommand } from './keygen.js';
 import { planCommand } from './plan.js';
+import { diffCommand } from './diff.js';
 
-export const commands: Command[] = [validateCommand, planCommand, buildCommand, publishCommand, serveCommand, keygenCommand, doctorCommand];
+export const commands: Command[] = [validateCommand, planCommand, buildCommand, publishCommand, serveCommand, diffCommand, keygenCommand, doctorCommand];

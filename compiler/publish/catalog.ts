@@ -61,6 +61,15 @@ export function sortVersions(ms: ImageManifestJson[]): ImageManifestJson[] {
   return [...ms].sort((a, b) => a.buildTime.localeCompare(b.buildTime) || a.version.localeCompare(b.version, undefined, { numeric: true }));
 }
 
+/**
+ * Packages of a MANIFEST.json that have a name. Manifests of package-less
+ * images written before the build parsed an empty `@a(sss) []` correctly hold
+ * one nameless entry; it must not count as a package nor break the page.
+ */
+function namedPackages(m: ImageManifestJson): ImageManifestJson['packages'] {
+  return (m.packages ?? []).filter((p) => typeof p?.name === 'string' && p.name !== '');
+}
+
 export function buildCatalog(opts: { url: string; remote: string; signed: boolean; publicKey?: string; updated: string; images: { name: string; hasIpxe: boolean; versions: ImageManifestJson[] }[] }): Catalog {
   const images: CatalogImage[] = opts.images
     .filter((i) => i.versions.length)
@@ -74,8 +83,8 @@ export function buildCatalog(opts: { url: string; remote: string; signed: boolea
           gitCommit: m.gitCommit,
           size: m.artifacts.reduce((s, a) => s + a.size, 0),
           artifacts: m.artifacts.map((a) => ({ ...a, url: `${opts.url}/images/${img.name}/${m.version}/${a.file}` })),
-          packageCount: m.packages.length,
-          changes: i > 0 ? packageChanges(sorted[i - 1]!.packages, m.packages) : null,
+          packageCount: namedPackages(m).length,
+          changes: i > 0 ? packageChanges(namedPackages(sorted[i - 1]!), namedPackages(m)) : null,
         }))
         .reverse();
       const latest = sorted[sorted.length - 1]!;
