@@ -8,5 +8,7 @@ import { serveCommand } from './serve.js';
 import { keygenCommand } from './keygen.js';
 import { planCommand } from './plan.js';
 import { diffCommand } from './diff.js';
+import { ciCommand } from './ci.js';
+import { watchCommand } from './watch.js';
 
-export const commands: Command[] = [validateCommand, planCommand, buildCommand, publishCommand, serveCommand, diffCommand, keygenCommand, doctorCommand];
+export const commands: Command[] = [validateCommand, planCommand, buildCommand, publishCommand, serveCommand, diffCommand, ciCommand, watchCommand, keygenCommand, doctorCommand];
