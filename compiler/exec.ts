@@ -139,3 +139,36 @@ export async function which(cmd: string): Promise<string | undefined> {
   const r = await runner('sh', ['-c', `command -v "$1"`, 'sh', cmd], { allowFailure: true });
   return r.exitCode === 0 ? r.stdout.trim() : undefined;
 }
+
+export interface Started {
+  /** Resolves when the program exits (never rejects). */
+  done: Promise<{ exitCode: number | undefined; signal?: string }>;
+  kill(signal?: NodeJS.Signals): void;
+}
+
+/**
+ * Start a long-running program and see its output line by line (QEMU's
+ * serial console). The caller decides when it has seen enough and kills it.
+ */
+export function start(cmd: string, args: readonly string[], opts: { onLine: (line: string) => void; cwd?: string }): Started {
+  debug(`$ ${quoteArgv([cmd, ...args])} &`);
+  const child = execa(cmd, args, { cwd: opts.cwd, reject: false, stdin: 'ignore', stdout: 'pipe', stderr: 'pipe', buffer: false });
+  let partial = '';
+  const feed = (chunk: Buffer | string) => {
+    partial += chunk.toString();
+    const lines = partial.split(/\r?\n/);
+    partial = lines.pop() ?? '';
+    for (const l of lines) opts.onLine(l);
+  };
+  child.stdout?.on('data', feed);
+  child.stderr?.on('data', feed);
+  const done = child.then(
+    (r) => {
+      if (partial) opts.onLine(partial);
+      if ((r as { code?: string }).code === 'ENOENT') opts.onLine(missingProgram(cmd).message);
+      return { exitCode: r.exitCode, signal: r.signal ?? undefined };
+    },
+    () => ({ exitCode: undefined }),
+  );
+  return { done, kill: (signal = 'SIGKILL') => child.kill(signal) };
+}

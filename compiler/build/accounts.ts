@@ -3,6 +3,7 @@
  * /etc/passwd, group, shadow and gshadow — no useradd from the build host,
  * whose defaults and databases are not the image's.
  */
+import { UserError } from '../diagnostics.js';
 import type { ImageManifest } from '../manifest/types.js';
 
 export interface AccountFiles {
@@ -64,7 +65,7 @@ export function planAccounts(m: Pick<ImageManifest, 'users' | 'groups'>, current
       return Number(existing[2]);
     }
     const id = gid ?? nextFree(usedGids);
-    if (gid !== undefined && usedGids.has(gid)) throw new Error(`gid ${gid} for group "${name}" is already used in the image by "${group.find((r) => Number(r[2]) === gid)?.[0]}"`);
+    if (gid !== undefined && usedGids.has(gid)) throw new UserError(`gid ${gid} for group "${name}" is already used in the image by "${group.find((r) => Number(r[2]) === gid)?.[0]}"`);
     usedGids.add(id);
     group.push([name, 'x', String(id), '']);
     gshadow.push([name, '!', '', '']);
@@ -75,8 +76,8 @@ export function planAccounts(m: Pick<ImageManifest, 'users' | 'groups'>, current
 
   const users: PlannedUser[] = [];
   for (const u of m.users ?? []) {
-    if (passwd.some((r) => r[0] === u.name)) throw new Error(`user "${u.name}" already exists in the base image`);
-    if (u.uid !== undefined && usedUids.has(u.uid)) throw new Error(`uid ${u.uid} for user "${u.name}" is already used in the image by "${passwd.find((r) => Number(r[2]) === u.uid)?.[0]}"`);
+    if (passwd.some((r) => r[0] === u.name)) throw new UserError(`user "${u.name}" already exists in the base image`);
+    if (u.uid !== undefined && usedUids.has(u.uid)) throw new UserError(`uid ${u.uid} for user "${u.name}" is already used in the image by "${passwd.find((r) => Number(r[2]) === u.uid)?.[0]}"`);
     const uid = u.uid ?? nextFree(usedUids);
     usedUids.add(uid);
     const primary = u.group ?? u.name;
@@ -87,7 +88,7 @@ export function planAccounts(m: Pick<ImageManifest, 'users' | 'groups'>, current
     shadow.push([u.name, u['password-hash'] ?? '!', days(epoch), '0', '99999', '7', '', '', '']);
     for (const extra of u.groups ?? []) {
       const row = group.find((r) => r[0] === extra);
-      if (!row) throw new Error(`user "${u.name}": group "${extra}" does not exist in the image`);
+      if (!row) throw new UserError(`user "${u.name}": group "${extra}" does not exist in the image`);
       const members = row[3] ? row[3].split(',') : [];
       if (!members.includes(u.name)) row[3] = [...members, u.name].join(',');
       const srow = gshadow.find((r) => r[0] === extra);

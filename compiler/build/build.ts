@@ -122,6 +122,7 @@ async function buildOne(repo: Repo, all: ValidManifest[], image: ValidManifest, 
     localRepo: s.localRepo,
     epoch: s.epoch,
     signal: s.signal,
+    refreshBase: s.force,
     packages: [],
   };
   mkdirSync(ctx.root);

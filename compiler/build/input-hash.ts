@@ -8,6 +8,7 @@
 import { createHash } from 'node:crypto';
 import { readFileSync, readlinkSync } from 'node:fs';
 import path from 'node:path';
+import { UserError } from '../diagnostics.js';
 import type { ImageManifest } from '../manifest/types.js';
 import { walkTree } from './rootfs.js';
 
@@ -56,9 +57,20 @@ export function computeInputHash(m: ImageManifest, repoRoot: string, baseCommit?
   const parts = {
     builder: BUILDER_VERSION,
     manifest: m,
-    trees: Object.fromEntries(trees.map((t) => [t, hashTree(path.resolve(repoRoot, t))])),
-    files: Object.fromEntries(files.map((f) => [f, sha256(readFileSync(path.resolve(repoRoot, f)))])),
+    trees: Object.fromEntries(trees.map((t) => [t, readInput(t, () => hashTree(path.resolve(repoRoot, t)))])),
+    files: Object.fromEntries(files.map((f) => [f, readInput(f, () => sha256(readFileSync(path.resolve(repoRoot, f))))])),
     baseCommit: baseCommit ?? null,
   };
   return sha256(canonicalJson(parts));
+}
+
+/** An input that vanished after validation is the user's problem, not an internal error: name it. */
+function readInput<T>(rel: string, read: () => T): T {
+  try {
+    return read();
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT' || code === 'ENOTDIR') throw new UserError(`"${rel}" no longer exists in the repository (was it removed after validation?)`);
+    throw err;
+  }
 }

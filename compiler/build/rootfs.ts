@@ -6,6 +6,7 @@
  */
 import { chmodSync, chownSync, copyFileSync, lchownSync, lstatSync, mkdirSync, readdirSync, readlinkSync, rmSync, symlinkSync } from 'node:fs';
 import path from 'node:path';
+import { UserError } from '../diagnostics.js';
 import type { Stats } from 'node:fs';
 
 const MAX_LINKS = 40;
@@ -33,7 +34,7 @@ export function resolveInRoot(root: string, imgPath: string, followLast = false)
       st = undefined;
     }
     if (st?.isSymbolicLink() && (!isLast || followLast)) {
-      if (++links > MAX_LINKS) throw new Error(`too many levels of symbolic links resolving ${imgPath}`);
+      if (++links > MAX_LINKS) throw new UserError(`too many levels of symbolic links resolving ${imgPath}`);
       const target = readlinkSync(candidate);
       const targetParts = target.split('/').filter((p) => p && p !== '.');
       if (target.startsWith('/')) resolved = [];
@@ -59,7 +60,7 @@ export function mkdirInRoot(root: string, imgDir: string, mode = 0o755): string 
       mkdirSync(host, { mode });
       continue;
     }
-    if (!st.isDirectory()) throw new Error(`${cur} exists in the image and is not a directory`);
+    if (!st.isDirectory()) throw new UserError(`${cur} exists in the image and is not a directory`);
   }
   return resolveInRoot(root, imgDir, true);
 }
@@ -95,9 +96,9 @@ export function copyTreeInto(srcDir: string, root: string, destImgDir = '/'): nu
         if (existing?.isSymbolicLink()) {
           // merged-/usr style links (/lib -> usr/lib): merge into what the link points at
           const through = resolveInRoot(root, imgPath, true);
-          if (!lstatSync(through, { throwIfNoEntry: false })?.isDirectory()) throw new Error(`${imgPath} is a symlink in the image that does not lead to a directory`);
+          if (!lstatSync(through, { throwIfNoEntry: false })?.isDirectory()) throw new UserError(`${imgPath} is a symlink in the image that does not lead to a directory`);
         } else if (existing && !existing.isDirectory()) {
-          throw new Error(`${imgPath}: the overlay has a directory where the image has a file`);
+          throw new UserError(`${imgPath}: the overlay has a directory where the image has a file`);
         } else if (!existing) {
           mkdirSync(to);
           chownSync(to, 0, 0);
@@ -112,14 +113,14 @@ export function copyTreeInto(srcDir: string, root: string, destImgDir = '/'): nu
         lchownSync(to, 0, 0);
         count++;
       } else if (st.isFile()) {
-        if (existing?.isDirectory()) throw new Error(`${imgPath}: the overlay has a file where the image has a directory`);
+        if (existing?.isDirectory()) throw new UserError(`${imgPath}: the overlay has a file where the image has a directory`);
         if (existing) rmSync(to, { force: true }); // replace, never write through a hardlink
         copyFileSync(from, to);
         chownSync(to, 0, 0); // chown clears setuid bits: chmod comes after it
         chmodSync(to, st.mode & 0o7777);
         count++;
       } else {
-        throw new Error(`${path.join(srcDir, rel)}: only directories, regular files and symlinks can be copied into an image`);
+        throw new UserError(`${path.join(srcDir, rel)}: only directories, regular files and symlinks can be copied into an image`);
       }
     }
   };

@@ -41,6 +41,7 @@ export function parseYaml(text: string, file: string): ParseResult {
   const weights = new WeakMap<object, number>();
   const stack: RawNode[] = [{ start: 0, result: undefined, children: [], weight: 0 }];
   let total = 0;
+  let aliased = false;
   let value: unknown;
   try {
     value = yaml.load(text, {
@@ -58,13 +59,14 @@ export function parseYaml(text: string, file: string): ParseResult {
         const obj = typeof node.result === 'object' && node.result !== null ? node.result : undefined;
         if (node.children.length === 0 && obj && weights.has(obj)) {
           node.weight = weights.get(obj)!; // an alias: it costs what its anchor expands to
+          aliased = true;
         } else {
           node.weight = 1 + node.children.reduce((s, c) => s + c.weight, 0);
         }
         if (obj) weights.set(obj, node.weight);
         total += node.weight - node.children.reduce((s, c) => s + c.weight, 0);
         if (total > LIMITS.nodes) {
-          throw new LimitError(`expands to more than ${LIMITS.nodes} values (alias bomb?)`, node.start);
+          throw new LimitError(aliased ? `expands to more than ${LIMITS.nodes} values (alias bomb?)` : `has more than ${LIMITS.nodes} values`, node.start);
         }
         stack[stack.length - 1]!.children.push(node);
       },
@@ -100,7 +102,9 @@ function fail(d: Diagnostic): ParseResult {
 
 function yamlErrorDiagnostic(err: yaml.YAMLException, text: string, file: string): Diagnostic {
   const mark = err.mark as { line?: number; column?: number; position?: number } | undefined;
-  const loc: Loc = mark && typeof mark.line === 'number' ? { file, line: mark.line + 1, col: (mark.column ?? 0) + 1 } : { file, line: 1, col: 1 };
+  // At the end of a file without a final newline js-yaml points one line past it (it appends one): clamp.
+  const atEnd = typeof mark?.position === 'number' && mark.position >= text.length;
+  const loc: Loc = atEnd ? locAt(text, text.length, file) : mark && typeof mark.line === 'number' ? { file, line: mark.line + 1, col: (mark.column ?? 0) + 1 } : { file, line: 1, col: 1 };
   const reason = err.reason || err.message;
   let hint: string | undefined;
   const lineText = text.split('\n')[loc.line - 1] ?? '';

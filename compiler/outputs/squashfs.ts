@@ -12,7 +12,8 @@ export function mksquashfsArgs(m: ImageManifest, tree: string, out: string, epoc
   const o = m.outputs?.squashfs ?? {};
   const comp = o.compression ?? 'zstd';
   const args = [tree, out, '-noappend', '-no-progress', '-quiet', '-comp', comp];
-  if (o.level !== undefined && (comp === 'zstd' || comp === 'gzip' || comp === 'xz')) args.push(comp === 'zstd' ? '-Xcompression-level' : '-Xcompression-level', String(o.level));
+  // Only zstd (1-22) and gzip (1-9) take a level; mksquashfs refuses -Xcompression-level for xz, lzo and lz4.
+  if (o.level !== undefined && (comp === 'zstd' || comp === 'gzip')) args.push('-Xcompression-level', String(o.level));
   args.push('-reproducible', '-mkfs-time', String(epoch), '-all-time', String(epoch), '-no-xattrs', '-processors', String(availableParallelism()));
   return args;
 }

@@ -4,7 +4,8 @@
  *   1. objects: `ostree pull-local` of the new commits (refs untouched), signatures, static deltas
  *   2. artifacts: copied into images/<name>/.staging-*, renamed to images/<name>/<version>
  *   3. images/<name>/latest, boot/<name>.ipxe, kickstart/<name>.ks (write + rename)
- *   4. refs, then retention (prune), then the summary (signed), then index.json/index.html
+ *   4. refs, then the summary (signed), then index.json/index.html, then retention
+ *      (old artifacts, `ostree prune`) and the summary once more
  * A lock serializes publishers; leftovers of a killed publish are removed by the next one.
  */
 import { chmodSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, renameSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
@@ -137,16 +138,26 @@ async function publishLocked(items: PublishItem[], o: PublishOptions): Promise<P
   }
   crashPoint(o, 'links');
 
-  // 4. refs, retention, summary, catalog
+  // 4. refs, summary, catalog; only then retention, and the summary again.
+  // Retention deletes the previous commit when keep is 1 (and the artifacts the
+  // old index.json lists): done before the new summary, a crash in between
+  // would leave a summary pointing at pruned objects.
   for (const p of published) await run('ostree', ['refs', `--repo=${repoDir}`, '--force', `--create=${p.ref}`, p.commit]);
   crashPoint(o, 'refs');
+  await updateSummary(o, repoDir);
+  crashPoint(o, 'summary');
+  writeCatalog(o);
   await applyRetention(o, repoDir, items.map((i) => i.manifest.name));
+  crashPoint(o, 'retention');
+  // prune also deletes static deltas to pruned commits, which the summary lists.
+  await updateSummary(o, repoDir);
+  return published;
+}
+
+async function updateSummary(o: PublishOptions, repoDir: string): Promise<void> {
   const summaryArgs = ['summary', `--repo=${repoDir}`, '--update'];
   if (o.key) summaryArgs.push(`--gpg-sign=${o.key.keyId}`, `--gpg-homedir=${o.key.homedir}`);
   await run('ostree', summaryArgs);
-  crashPoint(o, 'summary');
-  writeCatalog(o);
-  return published;
 }
 
 /** Keep the newest `keep` versions of each image: artifacts and commits (via prune depth). */
@@ -180,7 +191,8 @@ export function writeCatalog(o: PublishOptions): void {
     signed: Boolean(o.key),
     publicKey: o.key ? `${o.url}/${PUBLIC_KEY_FILE}` : undefined,
     updated: new Date().toISOString(),
-    images: names.map((name) => ({ name, hasIpxe: existsSync(path.join(o.dir, 'boot', `${name}.ipxe`)), versions: listVersions(path.join(imagesDir, name)) })),
+    // Only the versions retention keeps: the catalog never links to what is about to be removed.
+    images: names.map((name) => ({ name, hasIpxe: existsSync(path.join(o.dir, 'boot', `${name}.ipxe`)), versions: listVersions(path.join(imagesDir, name)).slice(-Math.max(o.keep, 1)) })),
   });
   writeAtomic(path.join(o.dir, 'index.json'), JSON.stringify(catalog, null, 2) + '\n');
   writeAtomic(path.join(o.dir, 'index.html'), renderIndexHtml(catalog));

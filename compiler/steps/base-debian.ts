@@ -1,4 +1,7 @@
-import { mkdirSync } from 'node:fs';
+import { mkdirSync, rmdirSync } from 'node:fs';
+import { canonicalJson, sha256, BUILDER_VERSION } from '../build/input-hash.js';
+import { revParse } from '../build/ostree.js';
+import { removeSpecialFiles } from './finalize.js';
 import path from 'node:path';
 import { run } from '../exec.js';
 import type { ImageManifest } from '../manifest/types.js';
@@ -29,18 +32,42 @@ export function mmdebstrapArgs(m: ImageManifest, root: string, aptCache: string)
   return args;
 }
 
+/**
+ * The cache key of a Debian base: everything that decides what mmdebstrap
+ * produces. The same key on a later build checks the cached tree out instead
+ * of running mmdebstrap again (an overlay edit then costs seconds, not minutes).
+ * The archive moves on (security updates): `treecast build --force` refreshes it.
+ */
+export function debianBaseKey(m: ImageManifest): string {
+  return sha256(canonicalJson({ builder: BUILDER_VERSION, base: m.base, packages: [...(m.packages ?? [])].sort() }));
+}
+
+export const baseCacheRef = (key: string) => `treecast/cache/base/${key.slice(0, 32)}`;
+
 /** base.source: debian — a root filesystem from Debian packages; `packages` are installed in the same run. */
 export const baseDebian: Step = {
   name: 'base (debian)',
-  tools: ['mmdebstrap'],
+  tools: ['mmdebstrap', 'ostree'],
   applies: (m) => m.base.source === 'debian',
   async run(ctx) {
+    const summary = `${ctx.manifest.base.suite ?? 'bookworm'}/${ctx.manifest.base.variant ?? 'minbase'} + ${ctx.manifest.packages?.length ?? 0} packages`;
+    const cacheRef = baseCacheRef(debianBaseKey(ctx.manifest));
+    const cached = ctx.refreshBase ? undefined : await revParse(ctx.localRepo, cacheRef);
+    if (cached) {
+      rmdirSync(ctx.root);
+      // A copy, not hardlinks: later steps edit files in place.
+      await run('ostree', ['checkout', `--repo=${ctx.localRepo}`, '--force-copy', cached, ctx.root], { signal: ctx.signal });
+      return `${summary} (cached base ${cached.slice(0, 12)})`;
+    }
     const aptCache = path.join(ctx.repo.cacheDir, 'apt-archives');
     mkdirSync(aptCache, { recursive: true });
     await run('mmdebstrap', mmdebstrapArgs(ctx.manifest, ctx.root, aptCache), {
       env: { SOURCE_DATE_EPOCH: String(ctx.epoch), LC_ALL: 'C.UTF-8' },
       signal: ctx.signal,
     });
-    return `${ctx.manifest.base.suite ?? 'bookworm'}/${ctx.manifest.base.variant ?? 'minbase'} + ${ctx.manifest.packages?.length ?? 0} packages`;
+    // ostree stores no device nodes; nothing later needs them (bwrap provides /dev).
+    removeSpecialFiles(ctx.root);
+    await run('ostree', ['commit', `--repo=${ctx.localRepo}`, `--branch=${cacheRef}`, `--tree=dir=${ctx.root}`, `--timestamp=@${ctx.epoch}`, '--no-xattrs', '--no-bindings', `--subject=treecast base cache`], { signal: ctx.signal });
+    return summary;
   },
 };

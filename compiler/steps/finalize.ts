@@ -77,7 +77,7 @@ function listDir(dir: string): string[] {
 }
 
 /** ostree stores only dirs, regular files and symlinks: drop device nodes, fifos and sockets. */
-function removeSpecialFiles(dir: string): number {
+export function removeSpecialFiles(dir: string): number {
   let n = 0;
   for (const name of listDir(dir)) {
     const p = path.join(dir, name);

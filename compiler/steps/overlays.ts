@@ -1,5 +1,5 @@
 import path from 'node:path';
-import { withContext } from '../diagnostics.js';
+import { UserError, withContext } from '../diagnostics.js';
 import { copyTreeInto } from '../build/rootfs.js';
 import { resolveInside } from '../paths.js';
 import type { Step } from './step.js';
@@ -13,7 +13,7 @@ export const overlays: Step = {
     for (const o of ctx.manifest.overlays!) {
       try {
         const dir = resolveInside(ctx.repo.root, o);
-        if (!dir) throw new Error('the overlay is outside the repository');
+        if (!dir) throw new UserError('the overlay is outside the repository');
         n += copyTreeInto(path.resolve(dir), ctx.root);
       } catch (err) {
         throw withContext(`applying overlay ${o}`, err);

@@ -30,6 +30,8 @@ export interface BuildContext {
   /** SOURCE_DATE_EPOCH for everything this build writes. */
   epoch: number;
   signal: AbortSignal;
+  /** Ignore cached base trees (build --force). */
+  refreshBase: boolean;
   /** Filled by the users step, read by later steps. */
   accounts?: AccountPlan;
   /** Filled by finalize: the installed packages (dpkg database). */

@@ -1,5 +1,6 @@
 import { existsSync, lstatSync, mkdirSync, rmSync, symlinkSync } from 'node:fs';
 import path from 'node:path';
+import { UserError } from '../diagnostics.js';
 import { run } from '../exec.js';
 import { resolveInRoot } from '../build/rootfs.js';
 import type { Step } from './step.js';
@@ -33,7 +34,7 @@ export const units: Step = {
       const target = ctx.manifest['default-target'];
       const unitDirs = ['/etc/systemd/system', '/usr/lib/systemd/system', '/lib/systemd/system'];
       if (!unitDirs.some((d) => existsSync(resolveInRoot(ctx.root, `${d}/${target}`, true)))) {
-        throw new Error(`default-target ${target} does not exist in the image`);
+        throw new UserError(`default-target ${target} does not exist in the image`);
       }
       const link = path.join(resolveInRoot(ctx.root, '/etc/systemd/system', true), 'default.target');
       mkdirSync(path.dirname(link), { recursive: true });

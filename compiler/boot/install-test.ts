@@ -1,0 +1,123 @@
+/**
+ * The host's side of the promise, proven: install a published ref the way a
+ * host does (or as a kickstart's ostreesetup describes it), boot it under
+ * QEMU, and read back which commit it booted. Each phase is timed; serial
+ * logs are kept. Tests compose these phases into the full life cycle.
+ */
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { UserError, withContext } from '../diagnostics.js';
+import { parseOstreesetup } from '../publish/kickstart.js';
+import { bootUntilMarker } from './qemu.js';
+import { bootFile, deploy, initSysroot, loaderEntries, makeDisk, pull, removeSysroot, type Remote } from './sysroot.js';
+
+export const MARKER = /IMAGE-BOOTED-([0-9a-f]{64}|unknown) deployment=(ostree|live)/;
+
+export interface PhaseTimings {
+  [phase: string]: number;
+}
+
+export interface Host {
+  osname: string;
+  sysroot: string;
+  disk: string;
+  remote: Remote;
+  workDir: string;
+  timings: PhaseTimings;
+}
+
+async function phase<T>(t: PhaseTimings, name: string, fn: () => Promise<T>): Promise<T> {
+  const t0 = performance.now();
+  try {
+    return await fn();
+  } catch (err) {
+    throw withContext(`install-test phase "${name}"`, err);
+  } finally {
+    t[name] = Number(((performance.now() - t0) / 1000).toFixed(2));
+  }
+}
+
+/** Remote settings from a published kickstart's ostreesetup line. */
+export function remoteFromKickstart(ks: string, gpgKeyFile?: string): { osname: string; remote: Remote } {
+  const f = parseOstreesetup(ks);
+  for (const k of ['osname', 'remote', 'url', 'ref']) if (typeof f[k] !== 'string') throw new UserError(`kickstart ostreesetup has no --${k}`);
+  if (!f.nogpg && !gpgKeyFile) throw new UserError('kickstart requires GPG verification (no --nogpg) but no public key was given');
+  return { osname: f.osname as string, remote: { name: f.remote as string, url: f.url as string, ref: f.ref as string, gpgKeyFile: f.nogpg ? undefined : gpgKeyFile } };
+}
+
+/** init-fs, os-init, remote add, pull, deploy with the kernel args, then an ext4 disk image. */
+export async function installHost(osname: string, remote: Remote, kargs: string[]): Promise<Host> {
+  const workDir = mkdtempSync(path.join(process.env.TREECAST_TEST_TMP ?? tmpdir(), `treecast-host-${osname}-`));
+  const host: Host = { osname, sysroot: path.join(workDir, 'sysroot'), disk: path.join(workDir, 'disk.img'), remote, workDir, timings: {} };
+  try {
+    await phase(host.timings, 'init', () => initSysroot(host.sysroot, osname, remote));
+    await phase(host.timings, 'pull', () => pull(host.sysroot, remote));
+    await phase(host.timings, 'deploy', () => deploy(host.sysroot, osname, remote, kargs));
+    await phase(host.timings, 'disk', () => makeDisk(host.sysroot, host.disk));
+    return host;
+  } catch (err) {
+    await removeSysroot(workDir);
+    throw err;
+  }
+}
+
+/** Boot the default (newest) loader entry and return the commit the running system reports. */
+export async function bootHost(host: Host, logFile: string, timeoutMs = 300_000): Promise<{ commit: string; deployment: string; seconds: number; entryCommit?: string }> {
+  const entry = loaderEntries(host.sysroot)[0];
+  if (!entry) throw new UserError('install-test: ostree wrote no boot loader entry (does the commit have a kernel?)');
+  mkdirSync(path.dirname(logFile), { recursive: true });
+  const r = await phase(host.timings, `boot ${path.basename(logFile, '.log')}`, () =>
+    bootUntilMarker({
+      kernel: bootFile(host.sysroot, entry.linux),
+      initrd: bootFile(host.sysroot, entry.initrd),
+      append: `${entry.options} root=LABEL=ostroot rw console=ttyS0 panic=10`,
+      disk: host.disk,
+      marker: MARKER,
+      logFile,
+      timeoutMs,
+    }),
+  );
+  return { commit: r.match[1]!, deployment: r.match[2]!, seconds: r.seconds, entryCommit: entry.commit };
+}
+
+/** The disk is re-made from the sysroot after the host's ostree client changed it (no loop mounts here). */
+export async function refreshDisk(host: Host): Promise<void> {
+  await phase(host.timings, 'disk', () => makeDisk(host.sysroot, host.disk));
+}
+
+export async function destroyHost(host: Host): Promise<void> {
+  await removeSysroot(host.workDir);
+}
+
+/** Parse an iPXE script's kernel/initrd lines (URLs and kernel arguments). */
+export function parseIpxe(text: string): { kernelUrl: string; initrdUrl: string; args: string[] } {
+  const kernel = /^kernel\s+(\S+)\s*(.*)$/m.exec(text);
+  const initrd = /^initrd\s+(\S+)/m.exec(text);
+  if (!kernel || !initrd) throw new UserError('iPXE script has no kernel or initrd line');
+  return { kernelUrl: kernel[1]!, initrdUrl: initrd[1]!, args: kernel[2]!.split(/\s+/).filter((a) => a && !a.startsWith('initrd=')) };
+}
+
+/**
+ * Boot a diskless node from a published iPXE script: kernel and initrd are
+ * fetched over HTTP (as iPXE would), the initrd fetches the squashfs itself.
+ * `guestUrl` is the publish URL as the guest sees it (10.0.2.2 under QEMU user networking).
+ */
+export async function bootDiskless(ipxe: string, fetchFile: (url: string) => Promise<Buffer>, logFile: string, timeoutMs = 300_000): Promise<{ commit: string; deployment: string; seconds: number }> {
+  const p = parseIpxe(ipxe);
+  const dir = mkdtempSync(path.join(process.env.TREECAST_TEST_TMP ?? tmpdir(), 'treecast-diskless-'));
+  const kernel = path.join(dir, 'vmlinuz');
+  const initrd = path.join(dir, 'initrd.img');
+  writeFileSync(kernel, await fetchFile(p.kernelUrl));
+  writeFileSync(initrd, await fetchFile(p.initrdUrl));
+  try {
+    const r = await bootUntilMarker({ kernel, initrd, append: [...p.args, 'console=ttyS0', 'treecast.marker=1'].join(' '), marker: MARKER, logFile, timeoutMs });
+    return { commit: r.match[1]!, deployment: r.match[2]!, seconds: r.seconds };
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+export function readText(p: string): string {
+  return readFileSync(p, 'utf8');
+}
