@@ -10,5 +10,6 @@ import { planCommand } from './plan.js';
 import { diffCommand } from './diff.js';
 import { ciCommand } from './ci.js';
 import { watchCommand } from './watch.js';
+import { installTestCommand } from './install-test.js';
 
-export const commands: Command[] = [validateCommand, planCommand, buildCommand, publishCommand, serveCommand, diffCommand, ciCommand, watchCommand, keygenCommand, doctorCommand];
+export const commands: Command[] = [validateCommand, planCommand, buildCommand, publishCommand, serveCommand, diffCommand, ciCommand, watchCommand, installTestCommand, keygenCommand, doctorCommand];
