@@ -9,7 +9,7 @@ import { printJson, type Command } from './command.js';
 export const publishCommand: Command = {
   name: 'publish',
   summary: 'put built images into the publish dir: OSTree repo, artifacts, kickstart, iPXE, index',
-  usage: 'treecast publish [image...] [--dir public] [--url URL] [--gpg-key ID --gpg-homedir DIR] [--json]',
+  usage: 'treecast publish [image...] [--from CACHE...] [--dir public] [--url URL] [--gpg-key ID --gpg-homedir DIR] [--json]',
   help: [
     'Publishes the last build of each image (default: all images). Crash-safe: objects, then artifacts,',
     'then refs and the summary; a killed publish leaves the previous state intact.',
@@ -18,8 +18,9 @@ export const publishCommand: Command = {
     '  --url URL          public URL of that directory, used in kickstart, iPXE and index pages',
     '  --gpg-key ID       sign commits, summary and SHA256SUMS with this key',
     '  --gpg-homedir DIR  GnuPG home holding the key',
+    '  --from CACHE       take build results from this cache dir (repeatable; CI matrix jobs each build into their own)',
   ].join('\n'),
-  options: { dir: { type: 'string' }, url: { type: 'string' }, 'gpg-key': { type: 'string' }, 'gpg-homedir': { type: 'string' }, 'crash-after': { type: 'string' } },
+  options: { from: { type: 'string', multiple: true }, dir: { type: 'string' }, url: { type: 'string' }, 'gpg-key': { type: 'string' }, 'gpg-homedir': { type: 'string' }, 'crash-after': { type: 'string' } },
   async run(ctx) {
     const repo = openRepo({ repo: ctx.repo });
     const { selected } = loadImages(repo, ctx.positionals);
@@ -32,7 +33,8 @@ export const publishCommand: Command = {
     // Undocumented test hook: simulate a crash after a phase (see test/publish-crash.test.ts).
     if (v['crash-after']) overrides.crashAfter = String(v['crash-after']);
     const opts = publishOptions(repo, overrides);
-    const items = await builtItems(repo, selected);
+    const from = (v.from as string[] | undefined)?.map((d) => path.resolve(d));
+    const items = await builtItems(repo, selected, from?.length ? from : undefined);
     const published = await publish(items, opts);
     if (ctx.json) printJson({ dir: opts.dir, url: opts.url, signed: Boolean(opts.key), images: published });
     else for (const p of published) process.stdout.write(`${p.name}\t${p.version}\t${p.commit}\t${p.delta ? `delta ${p.delta}` : 'no delta'}\n`);
