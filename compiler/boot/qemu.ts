@@ -39,6 +39,8 @@ export function qemuArgs(b: BootSpec): string[] {
     '-kernel', b.kernel, '-initrd', b.initrd, '-append', b.append,
     // User networking: the guest reaches the host's 127.0.0.1 as 10.0.2.2, and nothing else.
     '-netdev', 'user,id=n0', '-device', 'virtio-net-pci,netdev=n0',
+    // Without a hardware RNG a TCG guest can wait a minute for entropy before services start.
+    '-device', 'virtio-rng-pci',
   ];
   if (b.disk) args.push('-drive', `file=${b.disk},format=raw,if=virtio`);
   return args;

@@ -1,4 +1,4 @@
-import { copyFileSync, writeFileSync } from 'node:fs';
+import { chmodSync, copyFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { UserError } from '../diagnostics.js';
 import type { ImageManifest } from '../manifest/types.js';
@@ -66,6 +66,9 @@ export function disklessOutput(publicUrl: string): Output {
       const initrd = path.join(ctx.outDir, 'initrd.img');
       copyFileSync(k.vmlinuz, vmlinuz);
       copyFileSync(k.initramfs, initrd);
+      // Debian's dracut writes the initramfs 0600; a web server not running as root must read it.
+      chmodSync(vmlinuz, 0o644);
+      chmodSync(initrd, 0o644);
       const ipxe = path.join(ctx.outDir, 'boot.ipxe');
       writeFileSync(ipxe, renderIpxe(ctx.name, ctx.version, ctx.commit, disklessBoot(ctx.manifest, k, publicUrl, ctx.commit, ctx.version)));
       return Promise.all([describeArtifact('kernel', vmlinuz), describeArtifact('initrd', initrd), describeArtifact('ipxe', ipxe)]);
