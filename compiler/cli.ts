@@ -44,10 +44,11 @@ export async function main(argv: string[]): Promise<number> {
     process.stdout.write('treecast 0.1.0\n');
     return EXIT.ok;
   }
-  const cmd = commands.find((c) => c.name === verb);
+  const entry = commands.find((c) => c.name === verb);
   let debug = argv.includes('--debug');
   try {
-    if (!cmd) throw new UsageError(`unknown command "${verb}" (commands: ${commands.map((c) => c.name).join(', ')})`);
+    if (!entry) throw new UsageError(`unknown command "${verb}" (commands: ${commands.map((c) => c.name).join(', ')})`);
+    const cmd = await entry.load();
     let parsed;
     try {
       parsed = parseArgs({ args: rest, options: { ...GLOBAL, ...cmd.options }, allowPositionals: true, strict: true });

@@ -30,7 +30,21 @@ export function validateAll(repo: Repo, files: string[]): ValidateAllResult {
     if (r.ok) images.push(r.image);
     else diagnostics.push(...r.diagnostics);
   }
-  diagnostics.push(...checkAcrossImages(images, (m) => defaultRef(repo, m)));
+  // Images given by path may derive from images not named on the command line:
+  // the rest of the repository is read (quietly) so base images resolve.
+  const context = [...images];
+  const missingBase = images.some((i) => i.manifest.base.source === 'image' && !images.some((j) => j.manifest.name === i.manifest.base.image));
+  if (missingBase) {
+    for (const f of listImageFiles(repo)) {
+      if (images.some((i) => i.file === f)) continue;
+      const r = validateManifest(f, repo.root);
+      if (r.ok) context.push(r.image);
+    }
+  }
+  const across = checkAcrossImages(context, (m) => defaultRef(repo, m));
+  // Only problems located in the manifests asked about are reported.
+  const shown = new Set(images.map((i) => i.shown));
+  diagnostics.push(...across.filter((d) => !d.loc || shown.has(d.loc.via?.[d.loc.via.length - 1]?.file ?? d.loc.file)));
   return { images, diagnostics };
 }
 

@@ -7,7 +7,7 @@ import { printJson, type Command } from './command.js';
 
 export const buildCommand: Command = {
   name: 'build',
-  summary: 'compile images into OSTree commits in the local build repository',
+  summary: 'compile images into OSTree commits and artifacts in the local cache',
   usage: 'treecast build [image-name|manifest...] [--force] [--json]',
   help: [
     'Without arguments, builds every image of the repository; base images are built first.',

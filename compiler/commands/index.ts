@@ -1,15 +1,26 @@
-/** The CLI verbs, in the order `treecast --help` lists them. */
+/**
+ * The CLI verbs, in the order `treecast --help` lists them. Each module is
+ * loaded only when its verb runs: `treecast validate` should not pay for
+ * loading the build, publish and boot code.
+ */
 import type { Command } from './command.js';
-import { validateCommand } from './validate.js';
-import { doctorCommand } from './doctor.js';
-import { buildCommand } from './build.js';
-import { publishCommand } from './publish.js';
-import { serveCommand } from './serve.js';
-import { keygenCommand } from './keygen.js';
-import { planCommand } from './plan.js';
-import { diffCommand } from './diff.js';
-import { ciCommand } from './ci.js';
-import { watchCommand } from './watch.js';
-import { installTestCommand } from './install-test.js';
 
-export const commands: Command[] = [validateCommand, planCommand, buildCommand, publishCommand, serveCommand, diffCommand, ciCommand, watchCommand, installTestCommand, keygenCommand, doctorCommand];
+export interface VerbEntry {
+  name: string;
+  summary: string;
+  load: () => Promise<Command>;
+}
+
+export const commands: VerbEntry[] = [
+  { name: 'validate', summary: 'check image manifests against the schema and the semantic rules', load: async () => (await import('./validate.js')).validateCommand },
+  { name: 'plan', summary: 'show which images a git change affects, why, and how their manifests change', load: async () => (await import('./plan.js')).planCommand },
+  { name: 'build', summary: 'compile images into OSTree commits and artifacts in the local cache', load: async () => (await import('./build.js')).buildCommand },
+  { name: 'publish', summary: 'put built images into the publish dir: OSTree repo, artifacts, kickstart, iPXE, index', load: async () => (await import('./publish.js')).publishCommand },
+  { name: 'serve', summary: 'serve the publish dir over HTTP (GET/HEAD, Range, ETag)', load: async () => (await import('./serve.js')).serveCommand },
+  { name: 'diff', summary: 'compare two versions of an image: packages, files, metadata', load: async () => (await import('./diff.js')).diffCommand },
+  { name: 'ci', summary: 'validate, plan, build the affected images and publish them (what CI runs on push)', load: async () => (await import('./ci.js')).ciCommand },
+  { name: 'watch', summary: 'rebuild and republish affected images whenever their inputs change', load: async () => (await import('./watch.js')).watchCommand },
+  { name: 'install-test', summary: 'play a host: install a published image into a scratch sysroot and boot it under QEMU', load: async () => (await import('./install-test.js')).installTestCommand },
+  { name: 'keygen', summary: 'make a GPG signing key for a new published repository', load: async () => (await import('./keygen.js')).keygenCommand },
+  { name: 'doctor', summary: 'check that the programs treecast drives are installed', load: async () => (await import('./doctor.js')).doctorCommand },
+];

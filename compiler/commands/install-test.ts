@@ -12,7 +12,7 @@ import { printJson, type Command } from './command.js';
 
 export const installTestCommand: Command = {
   name: 'install-test',
-  summary: 'play a host: install a published image from the HTTP repo into a scratch sysroot and boot it under QEMU',
+  summary: 'play a host: install a published image into a scratch sysroot and boot it under QEMU',
   usage: 'treecast install-test <image> [--kickstart] [--keep] [--logs DIR] [--timeout SECONDS]',
   help: [
     'Serves the publish dir on 127.0.0.1, then: ostree admin init-fs, os-init, remote add (with the published',
