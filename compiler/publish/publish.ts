@@ -93,6 +93,8 @@ async function publishLocked(items: PublishItem[], o: PublishOptions): Promise<P
     const previous = await revParse(repoDir, it.ref);
     if (previous === it.commit) {
       info(`${it.manifest.name}: ${it.version} is already published`);
+      published.push({ name: it.manifest.name, ref: it.ref, version: it.version, commit: it.commit, previous });
+      continue;
     }
     await run('ostree', ['pull-local', `--repo=${repoDir}`, `--depth=${Math.max(o.keep - 1, 0)}`, it.fromRepo, it.commit]);
     if (o.key) await run('ostree', ['gpg-sign', `--repo=${repoDir}`, `--gpg-homedir=${o.key.homedir}`, it.commit, o.key.keyId]);
