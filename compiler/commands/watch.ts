@@ -60,6 +60,8 @@ class Watcher {
   private timer?: NodeJS.Timeout;
   private running: Promise<void> = Promise.resolve();
   private lastGood = new Map<string, ImageManifest>();
+  /** Paths changed while the repository did not validate: they still count once it does again. */
+  private deferred = new Set<string>();
   private colors = process.stdout.isTTY && !process.env.NO_COLOR ? ansiColors : plainColors;
 
   constructor(
@@ -93,11 +95,17 @@ class Watcher {
     return r.images;
   }
 
-  private async onChange(paths: string[]): Promise<void> {
+  private async onChange(changed: string[]): Promise<void> {
     if (this.signal.aborted) return;
-    info(`\nchanged: ${paths.join(', ')}`);
+    info(`\nchanged: ${changed.join(', ')}`);
     const images = this.validate();
-    if (!images) return;
+    const paths = [...new Set([...this.deferred, ...changed])];
+    if (!images) {
+      // An invalid manifest of one image must not swallow edits to the others' inputs.
+      for (const p of changed) this.deferred.add(p);
+      return;
+    }
+    this.deferred.clear();
     const graph = images.map((i) => imageInputs(i, this.repo.root));
     const affected = affectedImages(graph, paths);
     // A manifest that is new, or was invalid before, counts as changed too.

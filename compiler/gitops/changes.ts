@@ -43,8 +43,15 @@ export async function changedPaths(repoRoot: string, since?: string): Promise<Ch
     hasHead = false;
   }
   if (base && hasHead) {
-    const out = await git.raw(['diff', '--name-status', '-M', `${base}..HEAD`]);
-    for (const line of out.split('\n').filter(Boolean)) for (const p of line.split('\t').slice(1)) paths.add(toRepo(p));
+    // -z: paths verbatim (without it git C-quotes names with non-ASCII bytes, quotes or tabs).
+    // Records are STATUS\0PATH\0, renames and copies STATUS\0FROM\0TO\0.
+    const out = (await git.raw(['diff', '--name-status', '-z', '-M', `${base}..HEAD`])).split('\0');
+    for (let i = 0; i < out.length; ) {
+      const status = out[i++]!;
+      if (!status) continue;
+      const n = /^[RC]/.test(status) ? 2 : 1;
+      for (let k = 0; k < n && i < out.length; k++) paths.add(toRepo(out[i++]!));
+    }
   }
   const st = await git.status(['--untracked-files=all']);
   for (const f of st.files) paths.add(toRepo(f.path));

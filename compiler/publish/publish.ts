@@ -14,7 +14,6 @@ import type { EmitResult } from '../build/emit.js';
 import { readManifestJson, swapIntoPlace } from '../build/emit.js';
 import { ensureRepo, revParse } from '../build/ostree.js';
 import { run } from '../exec.js';
-import { UserError } from '../diagnostics.js';
 import { info, warn } from '../log.js';
 import type { ImageManifest } from '../manifest/types.js';
 import { disklessBoot, renderIpxe } from '../outputs/diskless.js';
@@ -98,11 +97,7 @@ async function publishLocked(items: PublishItem[], o: PublishOptions): Promise<P
       continue;
     }
     await run('ostree', ['pull-local', `--repo=${repoDir}`, `--depth=${Math.max(o.keep - 1, 0)}`, it.fromRepo, it.commit]);
-    if (o.key) {
-      const r = await run('ostree', ['gpg-sign', `--repo=${repoDir}`, `--gpg-homedir=${o.key.homedir}`, it.commit, o.key.keyId], { allowFailure: true });
-      // A publish killed after signing left the signature in place: that is fine.
-      if (r.exitCode !== 0 && !/already signed/i.test(r.stderr)) throw new UserError(`signing ${it.commit} with ${o.key.keyId} failed: ${r.stderr.trim()}`);
-    }
+    if (o.key) await run('ostree', ['gpg-sign', `--repo=${repoDir}`, `--gpg-homedir=${o.key.homedir}`, it.commit, o.key.keyId]);
     let delta: string | undefined;
     if (o.staticDeltas && previous && previous !== it.commit) {
       await run('ostree', ['static-delta', 'generate', `--repo=${repoDir}`, `--from=${previous}`, `--to=${it.commit}`]);
@@ -151,11 +146,13 @@ async function publishLocked(items: PublishItem[], o: PublishOptions): Promise<P
   // would leave a summary pointing at pruned objects.
   for (const p of published) await run('ostree', ['refs', `--repo=${repoDir}`, '--force', `--create=${p.ref}`, p.commit]);
   crashPoint(o, 'refs');
-  await applyRetention(o, repoDir, items.map((i) => i.manifest.name));
-  crashPoint(o, 'retention');
   await updateSummary(o, repoDir);
   crashPoint(o, 'summary');
   writeCatalog(o);
+  await applyRetention(o, repoDir, items.map((i) => i.manifest.name));
+  crashPoint(o, 'retention');
+  // prune also deletes static deltas to pruned commits, which the summary lists.
+  await updateSummary(o, repoDir);
   return published;
 }
 

@@ -1,6 +1,6 @@
 import { copyFileSync, chmodSync, existsSync, rmSync } from 'node:fs';
 import path from 'node:path';
-import { CommandError, run } from '../exec.js';
+import { run, type RunResult } from '../exec.js';
 import { UserError } from '../diagnostics.js';
 import { resolveInRoot } from '../build/rootfs.js';
 import { resolveInside } from '../paths.js';
@@ -24,7 +24,7 @@ export const postprocess: Step = {
     const args = [...sandboxArgs(ctx.root, { network: false }), '--setenv', 'SOURCE_DATE_EPOCH', String(ctx.epoch), '--setenv', 'TREECAST_IMAGE', ctx.manifest.name];
     const scripts = ctx.manifest.postprocess ?? [];
     for (const [i, snippet] of scripts.entries()) {
-      await runScript(`postprocess[${i}]`, () => run('bwrap', [...args, '/bin/sh', '-ec', snippet], { signal: ctx.signal, env }));
+      await runScript(`postprocess[${i}]`, () => run('bwrap', [...args, '/bin/sh', '-ec', snippet], { signal: ctx.signal, env, allowFailure: true }));
     }
     const file = ctx.manifest['postprocess-script'];
     if (file) {
@@ -35,21 +35,18 @@ export const postprocess: Step = {
       const staged = path.join(ctx.workDir, 'postprocess-script');
       copyFileSync(src, staged);
       chmodSync(staged, 0o755);
-      await runScript(`postprocess-script ${file}`, () => run('bwrap', [...args, '--ro-bind', staged, inImage, inImage], { signal: ctx.signal, env }));
+      await runScript(`postprocess-script ${file}`, () => run('bwrap', [...args, '--ro-bind', staged, inImage, inImage], { signal: ctx.signal, env, allowFailure: true }));
       rmSync(staged, { force: true });
     }
     return `${scripts.length + (file ? 1 : 0)} scripts`;
   },
 };
 
-async function runScript(label: string, fn: () => Promise<unknown>): Promise<void> {
-  try {
-    await fn();
-  } catch (err) {
-    if (err instanceof CommandError) {
-      const tail = (err.stderr || '').trimEnd().split('\n').slice(-15).join('\n    ');
-      throw new UserError(`${label} failed with exit code ${err.commandExitCode}${tail ? `:\n    ${tail}` : ''}`);
-    }
-    throw err;
-  }
+/** A failing script is named with the tail of what it printed: stdout too, where `echo "missing x"; exit 1` reports. */
+async function runScript(label: string, fn: () => Promise<RunResult>): Promise<void> {
+  const r = await fn();
+  if (r.exitCode === 0) return;
+  const tail = (text: string) => (text.trimEnd() ? text.trimEnd().split('\n').slice(-15) : []);
+  const lines = [...tail(r.stdout), ...tail(r.stderr)];
+  throw new UserError(`${label} failed with exit code ${r.exitCode}${lines.length ? `:\n    ${lines.join('\n    ')}` : ''}`);
 }
