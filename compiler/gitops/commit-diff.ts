@@ -50,7 +50,8 @@ export async function resolveSpec(spec: string, repos: string[], versionDirs: (n
   }
   for (const repo of repos) {
     const c = await revParse(repo, candidate);
-    if (c) return { repo, commit: c };
+    // rev-parse echoes any well-formed checksum back: the commit object must also be there.
+    if (c && (await run('ostree', ['show', `--repo=${repo}`, c], { allowFailure: true })).exitCode === 0) return { repo, commit: c };
   }
   return undefined;
 }

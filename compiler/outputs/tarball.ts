@@ -28,7 +28,7 @@ export function compressArgs(compression: 'zstd' | 'gzip' | 'xz', file: string):
     case 'zstd':
       return ['zstd', ['-q', '-T0', '-12', '--rm', '-f', file, '-o', `${file}.zst`]];
     case 'gzip':
-      return ['gzip', ['-n', '-9', '-f', file]];
+      return ['gzip', ['-n', '-6', '-f', file]];
     case 'xz':
       return ['xz', ['-T1', '-6', '-f', file]];
   }

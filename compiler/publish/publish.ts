@@ -178,7 +178,8 @@ async function applyRetention(o: PublishOptions, repoDir: string, names: string[
 function listVersions(imageDir: string) {
   if (!existsSync(imageDir)) return [];
   const ms = readdirSync(imageDir)
-    .filter((d) => !d.startsWith('.') && d !== 'latest')
+    // `<version>.old-<pid>-<ms>`: the previous copy swapIntoPlace moves aside (left behind by a crash).
+    .filter((d) => !d.startsWith('.') && d !== 'latest' && !/\.old-\d+-\d+$/.test(d))
     .map((d) => readManifestJson(path.join(imageDir, d)))
     .filter((m): m is NonNullable<typeof m> => Boolean(m));
   return ms.sort((a, b) => a.buildTime.localeCompare(b.buildTime) || a.version.localeCompare(b.version, undefined, { numeric: true }));
