@@ -68,7 +68,30 @@ export async function main(argv: string[]): Promise<number> {
   }
 }
 
+/** Environment failures that are not bugs: a full disk, a missing permission. */
+const ENV_ERRORS: Record<string, string> = {
+  ENOSPC: 'no space left on the device',
+  EDQUOT: 'disk quota exceeded',
+  EACCES: 'permission denied',
+  EROFS: 'read-only file system',
+};
+
+function environmentError(err: unknown): string | undefined {
+  for (let e = err as { code?: string; cause?: unknown } | undefined; e; e = e.cause as typeof e) {
+    if (e.code && ENV_ERRORS[e.code]) return ENV_ERRORS[e.code];
+  }
+  return undefined;
+}
+
 export function reportFailure(err: unknown, debug: boolean): number {
+  const env = environmentError(err);
+  if (env && !(err instanceof UserError)) {
+    process.stderr.write(`treecast: ${env}: ${err instanceof Error ? err.message : String(err)}
+`);
+    if (debug && err instanceof Error) process.stderr.write(`${err.stack}
+`);
+    return EXIT.invalid;
+  }
   if (err instanceof UserError) {
     for (const d of err.diagnostics) process.stderr.write(formatDiagnostic(d) + '\n');
     process.stderr.write(`treecast: ${err.message}\n`);
