@@ -141,7 +141,8 @@ export function readManifestJson(dir: string): ImageManifestJson | undefined {
 /** Replace `dest` by `staging` with renames only: a reader sees the old or the new directory, never a mix. */
 export function swapIntoPlace(staging: string, dest: string): void {
   if (existsSync(dest)) {
-    const old = `${dest}.old-${process.pid}-${Date.now()}`;
+    // A dot name: servers never list it, and the next publish removes it if we die right here.
+    const old = path.join(path.dirname(dest), `.${path.basename(dest)}.old-${process.pid}-${Date.now()}`);
     renameSync(dest, old);
     renameSync(staging, dest);
     rmSync(old, { recursive: true, force: true });
