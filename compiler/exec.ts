@@ -4,6 +4,8 @@
  * signal and the last lines of its stderr; a missing program names the Debian
  * package that provides it. Unit tests swap the runner with setRunner().
  */
+import { accessSync, constants } from 'node:fs';
+import path from 'node:path';
 import { execa, type Options } from 'execa';
 import { UserError } from './diagnostics.js';
 import { debug } from './log.js';
@@ -136,8 +138,16 @@ function indent(s: string): string {
 
 /** Is a program on PATH? (doctor, and tests that must fail loudly when a tool is missing) */
 export async function which(cmd: string): Promise<string | undefined> {
-  const r = await runner('sh', ['-c', `command -v "$1"`, 'sh', cmd], { allowFailure: true });
-  return r.exitCode === 0 ? r.stdout.trim() : undefined;
+  for (const dir of (process.env.PATH ?? '').split(':').filter(Boolean)) {
+    const p = path.join(dir, cmd);
+    try {
+      accessSync(p, constants.X_OK);
+      return p;
+    } catch {
+      /* not in this directory */
+    }
+  }
+  return undefined;
 }
 
 export interface Started {
