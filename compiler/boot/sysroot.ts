@@ -3,7 +3,7 @@
  * `ostree admin` client (BOOTING.md's measured flow), turned into an ext4
  * disk image without loop devices (`mkfs.ext4 -d`).
  */
-import { existsSync, readdirSync, readFileSync, realpathSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, realpathSync, rmSync } from 'node:fs';
 import path from 'node:path';
 import { run } from '../exec.js';
 
@@ -26,6 +26,7 @@ export interface Remote {
 }
 
 export async function initSysroot(s: string, osname: string, remote: Remote): Promise<void> {
+  mkdirSync(s, { recursive: true }); // init-fs wants the directory to exist
   await run('ostree', ['admin', 'init-fs', s]);
   await run('ostree', ['admin', `--sysroot=${s}`, 'os-init', osname]);
   const add = ['remote', 'add', `--repo=${s}/ostree/repo`];
