@@ -1,7 +1,8 @@
 /**
  * Ctrl-C and SIGTERM: abort the running job (execa kills the child through
- * the signal), let `finally` blocks remove temporary directories, then exit 1.
- * A second signal exits at once.
+ * the signal) and let `finally` blocks remove temporary directories. A build
+ * or publish cut short this way fails with exit 1; `watch` and `serve` treat
+ * the signal as their normal end (exit 0). A second signal exits at once.
  */
 const controller = new AbortController();
 let installed = false;
