@@ -24,4 +24,11 @@ if [ ${#missing[@]} -gt 0 ]; then
   $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
 
-if [ -f package-lock.json ]; then npm ci --no-audit --no-fund; else npm install --no-audit --no-fund; fi
+# npm ci installs exactly the lock file. If the registry lacks a locked optional
+# platform package (mirrors lag behind npmjs), fall back to npm install rather
+# than leave the machine without dependencies.
+if [ -f package-lock.json ]; then
+  npm ci --no-audit --no-fund || npm install --no-audit --no-fund
+else
+  npm install --no-audit --no-fund
+fi
