@@ -420,6 +420,27 @@ describe('bad input: a clear error naming the step or file, exit 1, the ref unch
     }
   });
 
+  it('a Debian package that does not exist (real mmdebstrap): the packages entry is located, nothing is committed', () => {
+    requireTool('mmdebstrap');
+    const fx = makeRepo({
+      prefix: 'badpkg',
+      files: {
+        'images/deb.yaml': 'name: deb\nbase: { source: debian, suite: bookworm, variant: minbase }\npackages:\n  - hello\n  - treecast-no-such-package\n',
+      },
+    });
+    try {
+      const r = fx.cli(['build'], { timeoutMs: 600_000 });
+      expect(r.code, r.stderr).toBe(1);
+      expect(r.stderr).toContain('images/deb.yaml:5:5: packages[1]: the archive has no package "treecast-no-such-package"');
+      expect(r.stderr).toMatch(/building deb: step base \(debian\): a package could not be found/);
+      expect(r.stderr).not.toMatch(STACK_TRACE);
+      expect(revParse(fx.ostreeRepo, 'deb/x86_64/stable')).toBeUndefined();
+      expect(tmpEntries(fx.cacheDir)).toEqual([]);
+    } finally {
+      fx.cleanup();
+    }
+  });
+
   it('Ctrl-C during a postprocess step: exit 1 within seconds, "interrupted", the ref unchanged, <cache>/tmp empty', async () => {
     const { fx, good } = fresh();
     // A sleep of 60 s with a unique fraction, to find exactly this process afterwards.

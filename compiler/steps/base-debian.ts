@@ -4,6 +4,7 @@ import { revParse } from '../build/ostree.js';
 import { removeSpecialFiles } from './finalize.js';
 import path from 'node:path';
 import { run } from '../exec.js';
+import { unknownPackages } from './packages.js';
 import type { ImageManifest } from '../manifest/types.js';
 import type { Step } from './step.js';
 
@@ -64,6 +65,8 @@ export const baseDebian: Step = {
     await run('mmdebstrap', mmdebstrapArgs(ctx.manifest, ctx.root, aptCache), {
       env: { SOURCE_DATE_EPOCH: String(ctx.epoch), LC_ALL: 'C.UTF-8' },
       signal: ctx.signal,
+    }).catch((err) => {
+      throw unknownPackages(ctx, err);
     });
     // ostree stores no device nodes; nothing later needs them (bwrap provides /dev).
     removeSpecialFiles(ctx.root);

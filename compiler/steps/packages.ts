@@ -1,5 +1,7 @@
-import { run } from '../exec.js';
-import type { Step } from './step.js';
+import { CommandError, run } from '../exec.js';
+import { UserError, type Diagnostic } from '../diagnostics.js';
+import { locate } from '../manifest/schema.js';
+import type { BuildContext, Step } from './step.js';
 
 /**
  * packages on an image-derived base: apt inside the image root. (With a
@@ -13,7 +15,9 @@ export const packagesOnImage: Step = {
   async run(ctx) {
     const pkgs = ctx.manifest.packages!;
     const script = 'apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "$@" && apt-get clean && rm -rf /var/lib/apt/lists/*';
-    await run('bwrap', [...sandboxArgs(ctx.root, { network: true }), '/bin/sh', '-ec', script, 'sh', ...pkgs], { signal: ctx.signal, env: { SOURCE_DATE_EPOCH: String(ctx.epoch) } });
+    await run('bwrap', [...sandboxArgs(ctx.root, { network: true }), '/bin/sh', '-ec', script, 'sh', ...pkgs], { signal: ctx.signal, env: { SOURCE_DATE_EPOCH: String(ctx.epoch) } }).catch((err) => {
+      throw unknownPackages(ctx, err);
+    });
     return `${pkgs.length} packages`;
   },
 };
@@ -37,4 +41,23 @@ export function sandboxArgs(root: string, opts: { network: boolean }): string[] 
   if (opts.network) args.push('--ro-bind', '/etc/resolv.conf', '/etc/resolv.conf');
   else args.push('--unshare-net');
   return args;
+}
+
+/**
+ * apt names a package it cannot find only deep inside its output. Point at the
+ * manifest entry instead, the way validation would, so the fix is obvious.
+ * Any other failure is passed through unchanged.
+ */
+export function unknownPackages(ctx: Pick<BuildContext, 'manifest' | 'image'>, err: unknown): unknown {
+  if (!(err instanceof CommandError)) return err;
+  const missing = [...err.stderr.matchAll(/Unable to locate package (\S+)/g)].map((m) => m[1]!);
+  const pkgs = ctx.manifest.packages ?? [];
+  const diagnostics: Diagnostic[] = [];
+  for (const name of new Set(missing)) {
+    const i = pkgs.indexOf(name);
+    if (i < 0) continue;
+    diagnostics.push({ loc: locate(ctx.image.root, ['packages', i]), path: `packages[${i}]`, message: `the archive has no package "${name}"`, hint: 'check the name with `apt-cache search` or the suite and components under base' });
+  }
+  if (!diagnostics.length) return err;
+  return new UserError(`${diagnostics.length === 1 ? 'a package' : `${diagnostics.length} packages`} could not be found (apt: "Unable to locate package")`, diagnostics);
 }
