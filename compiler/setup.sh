@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # Tools treecast drives (see `treecast doctor`) plus what the boot tests need.
-# Deliberately no debootstrap/debos: they pull systemd-resolved (see docs/booting.md).
+# Deliberately no debootstrap/debos: they pull systemd-resolved (see docs/boot-recipes.md).
 PACKAGES=(
   ostree mmdebstrap squashfs-tools zstd tar gnupg bubblewrap git
   qemu-system-x86 e2fsprogs xz-utils gzip cpio erofs-utils

@@ -1,7 +1,7 @@
 /**
  * Boot a kernel under QEMU and wait for the image's marker line on the
  * serial console. TCG, never KVM: /dev/kvm here is nested virtualization
- * that hangs stock kernels silently (docs/booting.md). QEMU does not exit on
+ * that hangs stock kernels silently (docs/boot-recipes.md). QEMU does not exit on
  * a hang, so the marker — not the exit — is what is awaited, with a deadline.
  */
 import { appendFileSync, writeFileSync } from 'node:fs';

@@ -21,7 +21,7 @@ export interface DisklessBoot {
 export function disklessKernelArgs(m: ImageManifest, flavor: KernelInfo['flavor'], squashfsUrl: string, commit: string, version: string): string[] {
   let fetch: string[];
   if (flavor === 'dracut') {
-    // network-legacy + ip=dhcp: with systemd-networkd in the initrd livenet never fetches (docs/booting.md)
+    // network-legacy + ip=dhcp: with systemd-networkd in the initrd livenet never fetches (docs/boot-recipes.md)
     fetch = [`root=live:${squashfsUrl}`, 'rd.live.image', 'rd.live.overlay.overlayfs=1', 'ip=dhcp', 'rd.neednet=1'];
   } else if (flavor === 'live-boot') {
     fetch = ['boot=live', `fetch=${squashfsUrl}`];
