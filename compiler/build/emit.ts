@@ -141,14 +141,27 @@ export function readManifestJson(dir: string): ImageManifestJson | undefined {
 /** Replace `dest` by `staging` with renames only: a reader sees the old or the new directory, never a mix. */
 export function swapIntoPlace(staging: string, dest: string): void {
   if (existsSync(dest)) {
-    // A dot name: servers never list it, and the next publish removes it if we die right here.
-    const old = path.join(path.dirname(dest), `.${path.basename(dest)}.old-${process.pid}-${Date.now()}`);
-    renameSync(dest, old);
+    const old = moveAside(dest);
     renameSync(staging, dest);
     rmSync(old, { recursive: true, force: true });
   } else {
     renameSync(staging, dest);
   }
+}
+
+/**
+ * Remove a published directory so readers see it whole or not at all: an
+ * in-place `rm -r` killed half-way would leave a visible, incomplete version.
+ */
+export function removeWhole(dir: string): void {
+  if (existsSync(dir)) rmSync(moveAside(dir), { recursive: true, force: true });
+}
+
+/** Rename to a dot name: servers never list it, and the next publish removes it if we die right after. */
+function moveAside(dir: string): string {
+  const old = path.join(path.dirname(dir), `.${path.basename(dir)}.old-${process.pid}-${Date.now()}`);
+  renameSync(dir, old);
+  return old;
 }
 
 /** The newest kernel with an initramfs in the checkout, and which initramfs system built it. */

@@ -11,7 +11,7 @@
 import { chmodSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, renameSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import type { EmitResult } from '../build/emit.js';
-import { readManifestJson, swapIntoPlace } from '../build/emit.js';
+import { readManifestJson, removeWhole, swapIntoPlace } from '../build/emit.js';
 import { ensureRepo, revParse } from '../build/ostree.js';
 import { run } from '../exec.js';
 import { info, warn } from '../log.js';
@@ -169,7 +169,7 @@ async function applyRetention(o: PublishOptions, repoDir: string, names: string[
     const versions = listVersions(dir);
     const latest = versions[versions.length - 1];
     for (const v of versions.slice(0, Math.max(0, versions.length - o.keep))) {
-      if (v.version !== latest?.version) rmSync(path.join(dir, v.version), { recursive: true, force: true });
+      if (v.version !== latest?.version) removeWhole(path.join(dir, v.version));
     }
   }
   await run('ostree', ['prune', `--repo=${repoDir}`, '--refs-only', `--depth=${Math.max(o.keep - 1, 0)}`]);
