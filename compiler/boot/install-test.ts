@@ -57,7 +57,7 @@ export async function installHost(osname: string, remote: Remote, kargs: string[
     await phase(host.timings, 'disk', () => makeDisk(host.sysroot, host.disk));
     return host;
   } catch (err) {
-    await removeSysroot(workDir);
+    await removeHostDir(host);
     throw err;
   }
 }
@@ -87,7 +87,13 @@ export async function refreshDisk(host: Host): Promise<void> {
 }
 
 export async function destroyHost(host: Host): Promise<void> {
-  await removeSysroot(host.workDir);
+  await removeHostDir(host);
+}
+
+/** The sysroot first (its deployed roots are immutable), then the rest of the scratch dir. */
+async function removeHostDir(host: Host): Promise<void> {
+  await removeSysroot(host.sysroot);
+  rmSync(host.workDir, { recursive: true, force: true });
 }
 
 /** Parse an iPXE script's kernel/initrd lines (URLs and kernel arguments). */

@@ -13,6 +13,7 @@
  * Everything runs asynchronously (child processes, never spawnSync) because
  * the HTTP server the ostree clients talk to lives in the test process.
  */
+import { removeSysroot } from '../../compiler/boot/sysroot.js';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
@@ -282,21 +283,6 @@ export class PublishFixture {
   }
 }
 
-/** Deployed roots are chattr +i: clear that before removing a sysroot. */
-export async function removeSysroot(sysroot: string): Promise<void> {
-  const deploy = path.join(sysroot, 'ostree/deploy');
-  if (fs.existsSync(deploy)) {
-    for (const os of fs.readdirSync(deploy)) {
-      const d = path.join(deploy, os, 'deploy');
-      if (!fs.existsSync(d)) continue;
-      for (const dep of fs.readdirSync(d)) {
-        const p = path.join(d, dep);
-        if (fs.lstatSync(p).isDirectory()) await must('chattr', ['-i', p]);
-      }
-    }
-  }
-  fs.rmSync(sysroot, { recursive: true, force: true });
-}
 
 // ---------------------------------------------------------------------------
 // ostree client helpers
