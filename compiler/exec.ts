@@ -117,6 +117,11 @@ export function missingProgram(cmd: string): UserError {
   return new UserError(`${cmd}: program not found${pkg ? ` (install it: apt-get install ${pkg})` : ''}`);
 }
 
+/** Fail before any work when a program a job needs is not installed. */
+export async function requirePrograms(cmds: Iterable<string>): Promise<void> {
+  for (const cmd of new Set(cmds)) if (!(await which(cmd))) throw missingProgram(cmd);
+}
+
 /** Run a program; throws a CommandError with the tail of stderr when it fails. */
 export async function run(cmd: string, args: readonly string[], opts: RunOptions = {}): Promise<RunResult> {
   const line = quoteArgv([cmd, ...args]);

@@ -10,7 +10,7 @@
  * Every boot asserts the marker line and the commit the guest reports.
  */
 import { spawn } from 'node:child_process';
-import { cpSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync, appendFileSync } from 'node:fs';
+import { cpSync, existsSync, mkdirSync, readdirSync, symlinkSync, mkdtempSync, readFileSync, rmSync, writeFileSync, appendFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { simpleGit } from 'simple-git';
@@ -24,9 +24,9 @@ const ARTIFACTS = path.join(PROJECT_ROOT, 'test-artifacts');
 // Shared with later runs on this machine: apt downloads and cached Debian bases (CI starts empty).
 const CACHE = process.env.TREECAST_TEST_CACHE ?? path.join(PROJECT_ROOT, '.treecast/test-cache');
 
-function cli(args: string[], repo: string, timeoutMs = 1_800_000): Promise<{ code: number | null; stdout: string; stderr: string }> {
+function cli(args: string[], repo: string, timeoutMs = 1_800_000, env: NodeJS.ProcessEnv = {}): Promise<{ code: number | null; stdout: string; stderr: string }> {
   return new Promise((resolve, reject) => {
-    const p = spawn(process.execPath, [BIN, ...args, '--repo', repo], { env: { ...process.env, TREECAST_CACHE_DIR: CACHE }, stdio: ['ignore', 'pipe', 'pipe'] });
+    const p = spawn(process.execPath, [BIN, ...args, '--repo', repo], { env: { ...process.env, TREECAST_CACHE_DIR: CACHE, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
     let stdout = '';
     let stderr = '';
     p.stdout.on('data', (d) => (stdout += d));
@@ -108,7 +108,9 @@ describe('diskless boot over HTTP', () => {
 describe('OSTree host life cycle: install, boot, upgrade through the delta, boot, roll back, boot', () => {
   let host: Host;
   afterAll(async () => {
-    if (host) await destroyHost(host);
+    if (!host) return;
+    await destroyHost(host);
+    expect(existsSync(host.workDir), 'the scratch sysroot (with its immutable deployments) is removed').toBe(false);
   });
 
   it('installs v1 from the kickstart ostreesetup values and boots it', async () => {
@@ -163,4 +165,87 @@ describe('OSTree host life cycle: install, boot, upgrade through the delta, boot
     writeFileSync(path.join(ARTIFACTS, 'boot-timings.json'), JSON.stringify(host.timings, null, 2));
     console.log('host phase timings (s):', host.timings);
   }, 900_000);
+});
+
+/**
+ * `treecast install-test` as a person runs it, then each way it must fail:
+ * a clear message naming the phase, exit 1, and no scratch sysroot or disk
+ * image left behind (TREECAST_TEST_TMP is where the harness makes them).
+ */
+describe('treecast install-test: the happy path and bad input', () => {
+  let scratch: string;
+  const installTest = (args: string[], env: NodeJS.ProcessEnv = {}) =>
+    cli(['install-test', ...args, '--logs', ARTIFACTS], repo, 900_000, { TREECAST_TEST_TMP: scratch, ...env });
+  beforeAll(() => {
+    scratch = mkdtempSync(path.join(os.tmpdir(), 'treecast-install-scratch-'));
+  });
+  afterAll(() => {
+    if (scratch) rmSync(scratch, { recursive: true, force: true });
+  });
+  const expectNothingLeft = () => expect(readdirSync(scratch), 'scratch sysroots left behind').toEqual([]);
+
+  it('--kickstart --json: installs the published edge-host, boots it, reports the commit and the time per phase', async () => {
+    const r = await installTest(['edge-host', '--kickstart', '--json']);
+    expect(r.code, r.stderr).toBe(0);
+    const out = JSON.parse(r.stdout);
+    expect(out).toMatchObject({ image: 'edge-host', ok: true, deployment: 'ostree', booted: publishedCommit('edge-host') });
+    for (const k of ['init', 'pull', 'deploy', 'disk', 'boot install-test-edge-host']) expect(out.timings[k], k).toBeGreaterThan(0);
+    expectNothingLeft();
+  }, 900_000);
+
+  it('a boot that never prints the marker: fails after --timeout with the last console lines, phase named', async () => {
+    const r = await installTest(['edge-host', '--timeout', '3']);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/install-test phase "boot install-test-edge-host": boot: no marker .* within 3 s/);
+    expect(r.stderr).toContain('last console lines:');
+    expect(r.stderr.split('last console lines:')[1]!.trim().split('\n').length).toBeGreaterThan(0);
+    expectNothingLeft();
+  }, 900_000);
+
+  it('a ref without a kernel (the tiny tree image): the deploy phase fails and says why', async () => {
+    await ok(['build', 'tiny'], repo);
+    await ok(['publish', 'tiny'], repo);
+    const r = await installTest(['tiny']);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/install-test phase "deploy"/);
+    expect(r.stderr).toMatch(/kernel/i);
+    expectNothingLeft();
+  }, 300_000);
+
+  it('a repository whose signatures do not verify (a foreign public key is published): the pull phase fails', async () => {
+    const gnupg = mkdtempSync(path.join(os.tmpdir(), 'treecast-foreign-key-'));
+    const keyFile = path.join(pub, 'keys', 'treecast.asc');
+    try {
+      const foreign = JSON.parse((await ok(['keygen', '--homedir', gnupg, '--name', 'someone else <other@example.com>', '--json'], repo)).stdout) as { publicKey: string };
+      expect(foreign.publicKey).toContain('BEGIN PGP PUBLIC KEY BLOCK');
+      mkdirSync(path.dirname(keyFile), { recursive: true });
+      writeFileSync(keyFile, foreign.publicKey);
+      const r = await installTest(['edge-host']);
+      expect(r.code).toBe(1);
+      expect(r.stderr).toMatch(/install-test phase "pull"/);
+      expect(r.stderr).toMatch(/GPG|signature/i);
+      expectNothingLeft();
+    } finally {
+      rmSync(keyFile, { force: true });
+      spawn('gpgconf', ['--homedir', gnupg, '--kill', 'all']).on('close', () => rmSync(gnupg, { recursive: true, force: true }));
+    }
+  }, 300_000);
+
+  it('QEMU missing: refused before any sysroot is made, naming the Debian package', async () => {
+    // A PATH with every program the host side needs except QEMU.
+    const bin = mkdtempSync(path.join(os.tmpdir(), 'treecast-path-'));
+    try {
+      for (const tool of ['ostree', 'mkfs.ext4', 'chattr', 'git']) {
+        const found = ['/usr/bin', '/usr/sbin', '/bin', '/sbin'].map((d) => path.join(d, tool)).find((p) => existsSync(p));
+        expect(found, tool).toBeTruthy();
+        symlinkSync(found!, path.join(bin, tool));
+      }
+      const r = await installTest(['edge-host'], { PATH: bin });
+      expect(r.code).toBe(1);
+      expect(r.stderr).toContain('qemu-system-x86_64: program not found (install it: apt-get install qemu-system-x86)');
+      expectNothingLeft();
+    } finally {
+      rmSync(bin, { recursive: true, force: true });
+    }
+  }, 120_000);
 });

@@ -8,6 +8,7 @@ import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'nod
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { UserError, withContext } from '../diagnostics.js';
+import { requirePrograms } from '../exec.js';
 import { parseOstreesetup } from '../publish/kickstart.js';
 import { bootUntilMarker } from './qemu.js';
 import { bootFile, deploy, initSysroot, loaderEntries, makeDisk, pull, removeSysroot, type Remote } from './sysroot.js';
@@ -46,8 +47,13 @@ export function remoteFromKickstart(ks: string, gpgKeyFile?: string): { osname: 
   return { osname: f.osname as string, remote: { name: f.remote as string, url: f.url as string, ref: f.ref as string, gpgKeyFile: f.nogpg ? undefined : gpgKeyFile } };
 }
 
+/** The host's side: the ostree client, the disk image, immutable deployments, the machine. */
+const HOST_PROGRAMS = ['ostree', 'mkfs.ext4', 'chattr', 'qemu-system-x86_64'];
+
 /** init-fs, os-init, remote add, pull, deploy with the kernel args, then an ext4 disk image. */
 export async function installHost(osname: string, remote: Remote, kargs: string[]): Promise<Host> {
+  // Everything up to the boot, checked before a sysroot exists (no half-made host to clean up).
+  await requirePrograms(HOST_PROGRAMS);
   const workDir = mkdtempSync(path.join(process.env.TREECAST_TEST_TMP ?? tmpdir(), `treecast-host-${osname}-`));
   const host: Host = { osname, sysroot: path.join(workDir, 'sysroot'), disk: path.join(workDir, 'disk.img'), remote, workDir, timings: {} };
   try {

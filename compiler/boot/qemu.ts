@@ -6,7 +6,7 @@
  */
 import { appendFileSync, writeFileSync } from 'node:fs';
 import { UserError } from '../diagnostics.js';
-import { missingProgram, start, which } from '../exec.js';
+import { requirePrograms, start } from '../exec.js';
 
 export interface BootSpec {
   kernel: string;
@@ -47,7 +47,7 @@ export function qemuArgs(b: BootSpec): string[] {
 }
 
 export async function bootUntilMarker(b: BootSpec): Promise<BootResult> {
-  if (!(await which('qemu-system-x86_64'))) throw missingProgram('qemu-system-x86_64');
+  await requirePrograms(['qemu-system-x86_64']);
   const timeoutMs = b.timeoutMs ?? 300_000;
   const lines: string[] = [];
   writeFileSync(b.logFile, '');

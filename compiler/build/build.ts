@@ -5,7 +5,7 @@
 import { chmodSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import path from 'node:path';
 import { UserError, withContext } from '../diagnostics.js';
-import { missingProgram, which } from '../exec.js';
+import { requirePrograms } from '../exec.js';
 import { gitDescribe, gitHeadTime } from '../git.js';
 import { defaultRef } from '../images.js';
 import { info } from '../log.js';
@@ -104,9 +104,7 @@ async function buildOne(repo: Repo, all: ValidManifest[], image: ValidManifest, 
   }
 
   const steps = planSteps(m);
-  for (const tool of new Set(['ostree', ...steps.flatMap((st) => st.tools)])) {
-    if (!(await which(tool))) throw missingProgram(tool);
-  }
+  await requirePrograms(['ostree', ...steps.flatMap((st) => st.tools)]);
 
   const tmpRoot = path.join(repo.cacheDir, 'tmp');
   mkdirSync(tmpRoot, { recursive: true });

@@ -6,7 +6,7 @@
 import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { UserError, withContext } from '../diagnostics.js';
-import { missingProgram, run, which } from '../exec.js';
+import { requirePrograms, run } from '../exec.js';
 import { info } from '../log.js';
 import type { ImageManifest } from '../manifest/types.js';
 import { outputRegistry, type Artifact, type KernelInfo, type Output } from '../outputs/index.js';
@@ -65,7 +65,7 @@ export async function emitImage(repo: Repo, m: ImageManifest, built: ImageBuildR
   }
   const registry = outputRegistry(repo.publicUrl);
   const outputs = planOutputs(m, registry);
-  for (const tool of new Set(outputs.flatMap((o) => o.tools))) if (!(await which(tool))) throw missingProgram(tool);
+  await requirePrograms(outputs.flatMap((o) => o.tools));
 
   const localRepo = localRepoPath(repo);
   mkdirSync(outRoot(repo, m.name), { recursive: true });
