@@ -10,7 +10,7 @@
  * Every boot asserts the marker line and the commit the guest reports.
  */
 import { spawn } from 'node:child_process';
-import { cpSync, existsSync, mkdirSync, readdirSync, symlinkSync, mkdtempSync, readFileSync, rmSync, writeFileSync, appendFileSync } from 'node:fs';
+import { copyFileSync, cpSync, existsSync, mkdirSync, readdirSync, symlinkSync, mkdtempSync, readFileSync, rmSync, writeFileSync, appendFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { simpleGit } from 'simple-git';
@@ -154,14 +154,18 @@ describe('OSTree host life cycle: install, boot, upgrade through the delta, boot
     expect(boot).toMatchObject({ commit: v2, deployment: 'ostree' });
   }, 1_800_000);
 
-  it('rolls back with `ostree admin undeploy 0` and boots v1 again', async () => {
+  it('rolls back with `ostree admin undeploy 0`; `treecast install-test --sysroot` (the README way) boots v1 again', async () => {
     const entries = loaderEntries(host.sysroot);
     const v1 = entries[1]!.commit;
     await undeploy(host.sysroot, 0);
     expect(loaderEntries(host.sysroot)[0]!.commit).toBe(v1);
-    await refreshDisk(host);
-    const boot = await bootHost(host, path.join(ARTIFACTS, 'boot-edge-host-rollback.log'));
-    expect(boot).toMatchObject({ commit: v1, deployment: 'ostree' });
+    const r = await cli(['install-test', '--sysroot', host.sysroot, '--json', '--logs', ARTIFACTS], repo, 900_000);
+    expect(r.code, r.stderr).toBe(0);
+    const out = JSON.parse(r.stdout);
+    expect(out).toMatchObject({ ok: true, expected: v1, booted: v1, deployment: 'ostree' });
+    expect(loaderEntries(host.sysroot)[0]!.commit, 'the sysroot is left as it was').toBe(v1);
+    copyFileSync(path.join(ARTIFACTS, `install-test-${path.basename(host.sysroot)}.log`), path.join(ARTIFACTS, 'boot-edge-host-rollback.log'));
+    for (const [k, v] of Object.entries(out.timings as Record<string, number>)) host.timings[`rollback ${k}`] = v;
     writeFileSync(path.join(ARTIFACTS, 'boot-timings.json'), JSON.stringify(host.timings, null, 2));
     console.log('host phase timings (s):', host.timings);
   }, 900_000);

@@ -23,8 +23,9 @@ export interface Host {
   osname: string;
   sysroot: string;
   disk: string;
-  remote: Remote;
   workDir: string;
+  /** False for a sysroot someone made by hand (adoptHost): it is booted, never removed. */
+  ownsSysroot: boolean;
   timings: PhaseTimings;
 }
 
@@ -55,11 +56,29 @@ export async function installHost(osname: string, remote: Remote, kargs: string[
   // Everything up to the boot, checked before a sysroot exists (no half-made host to clean up).
   await requirePrograms(HOST_PROGRAMS);
   const workDir = mkdtempSync(path.join(process.env.TREECAST_TEST_TMP ?? tmpdir(), `treecast-host-${osname}-`));
-  const host: Host = { osname, sysroot: path.join(workDir, 'sysroot'), disk: path.join(workDir, 'disk.img'), remote, workDir, timings: {} };
+  const host: Host = { osname, sysroot: path.join(workDir, 'sysroot'), disk: path.join(workDir, 'disk.img'), workDir, ownsSysroot: true, timings: {} };
   try {
     await phase(host.timings, 'init', () => initSysroot(host.sysroot, osname, remote));
     await phase(host.timings, 'pull', () => pull(host.sysroot, remote));
     await phase(host.timings, 'deploy', () => deploy(host.sysroot, osname, remote, kargs));
+    await phase(host.timings, 'disk', () => makeDisk(host.sysroot, host.disk));
+    return host;
+  } catch (err) {
+    await removeHostDir(host);
+    throw err;
+  }
+}
+
+/**
+ * A sysroot deployed by hand (README: a host's life cycle): boot what it has
+ * now. Only the disk image is made here, in a scratch dir of its own.
+ */
+export async function adoptHost(sysroot: string): Promise<Host> {
+  await requirePrograms(HOST_PROGRAMS);
+  if (!loaderEntries(sysroot).length) throw new UserError(`${sysroot}: no boot loader entries (is it a sysroot with a deployment? see \`ostree admin status --sysroot=${sysroot}\`)`);
+  const workDir = mkdtempSync(path.join(process.env.TREECAST_TEST_TMP ?? tmpdir(), 'treecast-host-adopted-'));
+  const host: Host = { osname: path.basename(sysroot), sysroot, disk: path.join(workDir, 'disk.img'), workDir, ownsSysroot: false, timings: {} };
+  try {
     await phase(host.timings, 'disk', () => makeDisk(host.sysroot, host.disk));
     return host;
   } catch (err) {
@@ -77,7 +96,8 @@ export async function bootHost(host: Host, logFile: string, timeoutMs = 300_000)
     bootUntilMarker({
       kernel: bootFile(host.sysroot, entry.linux),
       initrd: bootFile(host.sysroot, entry.initrd),
-      append: `${entry.options} root=LABEL=ostroot rw console=ttyS0 panic=10`,
+      // treecast.marker=1 turns the boot-marker unit on, also for deployments made by hand.
+      append: `${entry.options} root=LABEL=ostroot rw console=ttyS0 panic=10 treecast.marker=1`,
       disk: host.disk,
       marker: MARKER,
       logFile,
@@ -96,9 +116,9 @@ export async function destroyHost(host: Host): Promise<void> {
   await removeHostDir(host);
 }
 
-/** The sysroot first (its deployed roots are immutable), then the rest of the scratch dir. */
+/** Our own sysroot first (its deployed roots are immutable), then the rest of the scratch dir. */
 async function removeHostDir(host: Host): Promise<void> {
-  await removeSysroot(host.sysroot);
+  if (host.ownsSysroot) await removeSysroot(host.sysroot);
   rmSync(host.workDir, { recursive: true, force: true });
 }
 
