@@ -53,20 +53,11 @@ const HOST_PROGRAMS = ['ostree', 'mkfs.ext4', 'chattr', 'qemu-system-x86_64'];
 
 /** init-fs, os-init, remote add, pull, deploy with the kernel args, then an ext4 disk image. */
 export async function installHost(osname: string, remote: Remote, kargs: string[]): Promise<Host> {
-  // Everything up to the boot, checked before a sysroot exists (no half-made host to clean up).
-  await requirePrograms(HOST_PROGRAMS);
-  const workDir = mkdtempSync(path.join(process.env.TREECAST_TEST_TMP ?? tmpdir(), `treecast-host-${osname}-`));
-  const host: Host = { osname, sysroot: path.join(workDir, 'sysroot'), disk: path.join(workDir, 'disk.img'), workDir, ownsSysroot: true, timings: {} };
-  try {
+  return prepareHost({ osname, prefix: `treecast-host-${osname}-` }, async (host) => {
     await phase(host.timings, 'init', () => initSysroot(host.sysroot, osname, remote));
     await phase(host.timings, 'pull', () => pull(host.sysroot, remote));
     await phase(host.timings, 'deploy', () => deploy(host.sysroot, osname, remote, kargs));
-    await phase(host.timings, 'disk', () => makeDisk(host.sysroot, host.disk));
-    return host;
-  } catch (err) {
-    await removeHostDir(host);
-    throw err;
-  }
+  });
 }
 
 /**
@@ -74,11 +65,22 @@ export async function installHost(osname: string, remote: Remote, kargs: string[
  * now. Only the disk image is made here, in a scratch dir of its own.
  */
 export async function adoptHost(sysroot: string): Promise<Host> {
-  await requirePrograms(HOST_PROGRAMS);
+  // Checked before mkfs.ext4 -d copies a directory that may not be a sysroot at all.
   if (!loaderEntries(sysroot).length) throw new UserError(`${sysroot}: no boot loader entries (is it a sysroot with a deployment? see \`ostree admin status --sysroot=${sysroot}\`)`);
-  const workDir = mkdtempSync(path.join(process.env.TREECAST_TEST_TMP ?? tmpdir(), 'treecast-host-adopted-'));
-  const host: Host = { osname: path.basename(sysroot), sysroot, disk: path.join(workDir, 'disk.img'), workDir, ownsSysroot: false, timings: {} };
+  return prepareHost({ osname: path.basename(sysroot), prefix: 'treecast-host-adopted-', sysroot }, async () => {});
+}
+
+/**
+ * The scratch dir, `fill` (the install phases, for a sysroot of our own), then
+ * the disk image; on any failure the scratch dir is removed before rethrowing.
+ */
+async function prepareHost(o: { osname: string; prefix: string; sysroot?: string }, fill: (host: Host) => Promise<void>): Promise<Host> {
+  // Everything up to the boot, checked before a sysroot exists (no half-made host to clean up).
+  await requirePrograms(HOST_PROGRAMS);
+  const workDir = mkdtempSync(path.join(process.env.TREECAST_TEST_TMP ?? tmpdir(), o.prefix));
+  const host: Host = { osname: o.osname, sysroot: o.sysroot ?? path.join(workDir, 'sysroot'), disk: path.join(workDir, 'disk.img'), workDir, ownsSysroot: !o.sysroot, timings: {} };
   try {
+    await fill(host);
     await phase(host.timings, 'disk', () => makeDisk(host.sysroot, host.disk));
     return host;
   } catch (err) {

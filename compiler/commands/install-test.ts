@@ -3,7 +3,6 @@ import path from 'node:path';
 import { revParse } from '../build/ostree.js';
 import { EXIT, UsageError, UserError } from '../diagnostics.js';
 import { adoptHost, bootHost, destroyHost, installHost, remoteFromKickstart, type PhaseTimings } from '../boot/install-test.js';
-import { loaderEntries } from '../boot/sysroot.js';
 import type { Remote } from '../boot/sysroot.js';
 import { defaultRef, loadImages } from '../images.js';
 import { PUBLIC_KEY_FILE, publishOptions } from '../publish/publish.js';
@@ -56,7 +55,7 @@ export const installTestCommand: Command = {
         osname = fromKs.osname;
         remote = { ...fromKs.remote, url: fromKs.remote.url.replace(opts.url, server.url) };
       }
-      host = await installHost(osname, remote, [...(m['kernel-args'] ?? []), 'treecast.marker=1']);
+      host = await installHost(osname, remote, m['kernel-args'] ?? []);
       const boot = await bootHost(host, path.join(logs, `install-test-${m.name}.log`), timeoutMs);
       return report(ctx, { image: m.name, ref, expected: published, expectedWhat: 'published', boot, timings: host.timings });
     } finally {
@@ -73,9 +72,8 @@ async function bootExisting(ctx: CommandContext, sysroot: string, logs: string, 
   if (!existsSync(sysroot)) throw new UserError(`${sysroot}: no such directory`);
   const host = await adoptHost(sysroot);
   try {
-    const entry = loaderEntries(sysroot)[0]!;
     const boot = await bootHost(host, path.join(logs, `install-test-${path.basename(sysroot)}.log`), timeoutMs);
-    return report(ctx, { sysroot, expected: entry.commit ?? 'unknown', expectedWhat: 'default deployment', boot, timings: host.timings });
+    return report(ctx, { sysroot, expected: boot.entryCommit ?? 'unknown', expectedWhat: 'default deployment', boot, timings: host.timings });
   } finally {
     await destroyHost(host);
   }
