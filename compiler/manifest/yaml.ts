@@ -5,7 +5,7 @@
  * events and pair it with the composed value.
  */
 import yaml from 'js-yaml';
-import type { Diagnostic, Loc } from '../diagnostics.js';
+import { keyPath, type Diagnostic, type Loc } from '../diagnostics.js';
 
 export type Scalar = string | number | boolean | null;
 
@@ -19,7 +19,18 @@ export const LIMITS = {
   bytes: 1024 * 1024, // a 50 MB manifest is refused before it is read
   nodes: 100_000, // counts aliases expanded: a "billion laughs" stops here
   depth: 64,
+  // Includes are counted each time they are merged, cached or not: merging is the
+  // cost, and a few files that each include the next several times fan out exponentially.
+  includeFiles: 64,
+  includeBytes: 4 * 1024 * 1024,
 };
+
+/**
+ * Keys that name JavaScript object machinery: `__proto__` assigned to a plain
+ * object replaces its prototype, so settings hidden under it would take effect
+ * while missing from schema checks, hashes and plan diffs. No manifest needs them.
+ */
+export const RESERVED_KEYS: ReadonlySet<string> = new Set(['__proto__', 'constructor', 'prototype']);
 
 interface RawNode {
   start: number;
@@ -84,7 +95,22 @@ export function parseYaml(text: string, file: string): ParseResult {
   if (value === undefined || rootRaw === undefined) {
     return fail({ loc: { file, line: 1, col: 1 }, message: 'file has no YAML document' });
   }
-  return { ok: true, root: toLNode(rootRaw, value, text, file) };
+  const root = toLNode(rootRaw, value, text, file);
+  const reserved = reservedKeys(root);
+  if (reserved.length) return { ok: false, diagnostics: reserved };
+  return { ok: true, root };
+}
+
+function reservedKeys(node: LNode, segs: (string | number)[] = [], out: Diagnostic[] = []): Diagnostic[] {
+  if (node.kind === 'seq') node.items.forEach((n, i) => reservedKeys(n, [...segs, i], out));
+  if (node.kind === 'map') {
+    for (const [k, e] of node.entries) {
+      if (RESERVED_KEYS.has(k)) {
+        out.push({ loc: e.keyLoc, path: keyPath([...segs, k]), message: `key "${k}" is not allowed`, hint: '"__proto__", "constructor" and "prototype" are reserved: they would reach into the JavaScript object model' });
+      } else reservedKeys(e.node, [...segs, k], out);
+    }
+  }
+  return out;
 }
 
 class LimitError extends Error {
@@ -257,7 +283,8 @@ export function plain(node: LNode): unknown {
       return node.items.map(plain);
     case 'map': {
       const out: Record<string, unknown> = {};
-      for (const [k, e] of node.entries) out[k] = plain(e.node);
+      // Never `out[k] = ...`: for "__proto__" that assignment sets the prototype instead of a key.
+      for (const [k, e] of node.entries) Object.defineProperty(out, k, { value: plain(e.node), enumerable: true, writable: true, configurable: true });
       return out;
     }
   }
