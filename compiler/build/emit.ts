@@ -14,6 +14,7 @@ import type { Repo } from '../repo.js';
 import type { ImageBuildResult } from './build.js';
 import { localRepoPath } from './build.js';
 import { commitMetadata, parseTupleArray } from './ostree.js';
+import { privateFiles as listPrivateFiles, privateFilesOfCommit, type PrivateFile } from './private-files.js';
 
 export interface ImageManifestJson {
   name: string;
@@ -30,6 +31,8 @@ export interface ImageManifestJson {
   kernelArgs: string[];
   artifacts: Omit<Artifact, 'path'>[];
   packages: { name: string; version: string; arch: string }[];
+  /** Not world-readable in the image, yet in every artifact and in the published commit: public in practice. */
+  privateFiles: PrivateFile[];
 }
 
 export interface EmitResult {
@@ -105,6 +108,8 @@ export async function emitImage(repo: Repo, m: ImageManifest, built: ImageBuildR
       );
     }
     const artifacts = [...done.values()].flat().sort((a, b) => (a.file < b.file ? -1 : 1));
+    // The artifacts are written from the checkout, so its walk is what they hold; without one, the commit (public in repo/) is listed (private-files.ts).
+    const privateFiles = outputs.length ? listPrivateFiles(tree) : await privateFilesOfCommit(localRepo, built.commit, signal);
     const manifest: ImageManifestJson = {
       name: m.name,
       version: built.version,
@@ -119,6 +124,7 @@ export async function emitImage(repo: Repo, m: ImageManifest, built: ImageBuildR
       kernelArgs: m['kernel-args'] ?? [],
       artifacts: artifacts.map(({ path: _p, ...rest }) => rest),
       packages: parseTupleArray(await commitMetadata(localRepo, built.commit, 'treecast.packages')).map(([name, version, arch]) => ({ name: name!, version: version!, arch: arch ?? '' })),
+      privateFiles,
     };
     writeFileSync(path.join(staging, 'MANIFEST.json'), JSON.stringify(manifest, null, 2) + '\n');
     writeFileSync(path.join(staging, 'SHA256SUMS'), artifacts.map((a) => `${a.sha256}  ${a.file}\n`).join(''));
