@@ -34,6 +34,11 @@ export const PROVIDERS: Record<string, string> = {
 export interface RunOptions {
   cwd?: string;
   env?: Record<string, string | undefined>;
+  /**
+   * Give the program only `env`, none of treecast's own environment: for
+   * programs that run untrusted code (the sandbox), so CI tokens stay out.
+   */
+  cleanEnv?: boolean;
   input?: string | Buffer;
   /** Stream the program's output to our stderr (long steps like mmdebstrap at --debug). */
   inherit?: boolean;
@@ -74,8 +79,8 @@ export function quoteArgv(argv: readonly string[]): string {
 const execaRunner: Runner = async (cmd, args, opts) => {
   const options: Options = {
     cwd: opts.cwd,
-    env: opts.env,
-    extendEnv: true,
+    env: opts.cleanEnv ? { ...opts.env } : opts.env,
+    extendEnv: !opts.cleanEnv,
     input: opts.input,
     reject: false,
     stripFinalNewline: false,

@@ -163,6 +163,10 @@ export interface ImageManifest {
    */
   "postprocess-script"?: string;
   /**
+   * Seconds each postprocess snippet and the postprocess-script may run (default 600). A script still running then is killed with everything it started, and the build fails naming it.
+   */
+  "postprocess-timeout"?: number;
+  /**
    * Extra commit metadata (treecast.meta.<key>) and MANIFEST.json fields.
    */
   metadata?: {

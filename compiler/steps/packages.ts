@@ -1,12 +1,15 @@
 import { CommandError, run } from '../exec.js';
 import { UserError, type Diagnostic } from '../diagnostics.js';
 import { locate } from '../manifest/schema.js';
+import { hostProcEntries, sandboxArgs } from './sandbox.js';
 import type { BuildContext, Step } from './step.js';
 
 /**
  * packages on an image-derived base: apt inside the image root. (With a
  * debian base, mmdebstrap installs them together with the base.) This is the
  * one sandboxed run that keeps the network: apt must reach the archive.
+ * The package lists come from the image's own /etc/apt, which the pull
+ * request controls, so apt runs in the same sandbox as postprocess.
  */
 export const packagesOnImage: Step = {
   name: 'packages',
@@ -15,33 +18,16 @@ export const packagesOnImage: Step = {
   async run(ctx) {
     const pkgs = ctx.manifest.packages!;
     const script = 'apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "$@" && apt-get clean && rm -rf /var/lib/apt/lists/*';
-    await run('bwrap', [...sandboxArgs(ctx.root, { network: true }), '/bin/sh', '-ec', script, 'sh', ...pkgs], { signal: ctx.signal, env: { SOURCE_DATE_EPOCH: String(ctx.epoch) } }).catch((err) => {
+    const args = sandboxArgs(ctx.root, { network: true, epoch: ctx.epoch, image: ctx.manifest.name, procPresent: hostProcEntries() }, ['/bin/sh', '-ec', script, 'sh', ...pkgs]);
+    await run('bwrap', args, { signal: ctx.signal, env: { PATH: process.env.PATH }, cleanEnv: true }).catch((err) => {
       throw unknownPackages(ctx, err);
     });
     return `${pkgs.length} packages`;
   },
 };
 
-/** bubblewrap argv that runs a command with `root` as /, in its own namespaces. */
-export function sandboxArgs(root: string, opts: { network: boolean }): string[] {
-  const args = [
-    '--bind', root, '/',
-    '--dev', '/dev',
-    '--proc', '/proc',
-    '--tmpfs', '/tmp',
-    '--tmpfs', '/run',
-    '--unshare-pid', '--unshare-ipc', '--unshare-uts', '--unshare-cgroup-try',
-    '--die-with-parent',
-    '--hostname', 'treecast-build',
-    '--setenv', 'PATH', '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin',
-    '--setenv', 'HOME', '/root',
-    '--setenv', 'LC_ALL', 'C.UTF-8',
-    '--chdir', '/',
-  ];
-  if (opts.network) args.push('--ro-bind', '/etc/resolv.conf', '/etc/resolv.conf');
-  else args.push('--unshare-net');
-  return args;
-}
+/** For tests and callers that knew it here: the sandbox lives in sandbox.ts now. */
+export { sandboxArgs } from './sandbox.js';
 
 /**
  * apt names a package it cannot find only deep inside its output. Point at the

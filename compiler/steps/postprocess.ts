@@ -3,14 +3,19 @@ import path from 'node:path';
 import { run, type RunResult } from '../exec.js';
 import { UserError } from '../diagnostics.js';
 import { resolveInRoot } from '../build/rootfs.js';
+import { locate } from '../manifest/schema.js';
 import { resolveInside } from '../paths.js';
-import { sandboxArgs } from './packages.js';
-import type { Step } from './step.js';
+import { hostProcEntries, sandboxArgs, type Bind } from './sandbox.js';
+import type { BuildContext, Step } from './step.js';
+
+/** postprocess-timeout when the manifest does not set it (schemas/image.schema.json says the same). */
+export const DEFAULT_POSTPROCESS_TIMEOUT = 600;
 
 /**
  * postprocess: shell snippets, then postprocess-script, inside the image root
- * under bubblewrap without network — after every file is in place, so
- * scripts see (and may rely on) the injected files (rpm-ostree#997/#874).
+ * in the sandbox of sandbox.ts without network — after every file is in
+ * place, so scripts see (and may rely on) the injected files
+ * (rpm-ostree#997/#874). Each one gets postprocess-timeout seconds.
  */
 export const postprocess: Step = {
   name: 'postprocess',
@@ -20,11 +25,12 @@ export const postprocess: Step = {
     if (!existsSync(resolveInRoot(ctx.root, '/bin/sh', true))) {
       throw new UserError('postprocess needs /bin/sh in the image, and this image has none');
     }
-    const env = { SOURCE_DATE_EPOCH: String(ctx.epoch) };
-    const args = [...sandboxArgs(ctx.root, { network: false }), '--setenv', 'SOURCE_DATE_EPOCH', String(ctx.epoch), '--setenv', 'TREECAST_IMAGE', ctx.manifest.name];
+    const procPresent = hostProcEntries();
+    const sandboxed = (command: string[], roBinds: Bind[] = []) =>
+      sandboxArgs(ctx.root, { network: false, epoch: ctx.epoch, image: ctx.manifest.name, roBinds, procPresent }, command);
     const scripts = ctx.manifest.postprocess ?? [];
     for (const [i, snippet] of scripts.entries()) {
-      await runScript(`postprocess[${i}]`, () => run('bwrap', [...args, '/bin/sh', '-ec', snippet], { signal: ctx.signal, env, allowFailure: true }));
+      await runScript(ctx, `postprocess[${i}]`, ['postprocess', i], sandboxed(['/bin/sh', '-ec', snippet]));
     }
     const file = ctx.manifest['postprocess-script'];
     if (file) {
@@ -35,16 +41,31 @@ export const postprocess: Step = {
       const staged = path.join(ctx.workDir, 'postprocess-script');
       copyFileSync(src, staged);
       chmodSync(staged, 0o755);
-      await runScript(`postprocess-script ${file}`, () => run('bwrap', [...args, '--ro-bind', staged, inImage, inImage], { signal: ctx.signal, env, allowFailure: true }));
+      await runScript(ctx, `postprocess-script ${file}`, ['postprocess-script'], sandboxed([inImage], [{ src: staged, dest: inImage }]));
       rmSync(staged, { force: true });
     }
     return `${scripts.length + (file ? 1 : 0)} scripts`;
   },
 };
 
-/** A failing script is named with the tail of what it printed: stdout too, where `echo "missing x"; exit 1` reports. */
-async function runScript(label: string, fn: () => Promise<RunResult>): Promise<void> {
-  const r = await fn();
+/**
+ * Run one script in bwrap. Only a small env reaches bwrap itself (it clears
+ * the rest again inside). A failing script is named with the tail of what it
+ * printed: stdout too, where `echo "missing x"; exit 1` reports. One that
+ * outlives postprocess-timeout is killed the way Ctrl-C kills it (SIGTERM to
+ * bwrap; --die-with-parent then takes the sandbox's pid namespace down).
+ */
+async function runScript(ctx: BuildContext, label: string, at: (string | number)[], args: string[]): Promise<void> {
+  const seconds = ctx.manifest['postprocess-timeout'] ?? DEFAULT_POSTPROCESS_TIMEOUT;
+  const t0 = performance.now();
+  const r = await run('bwrap', args, { signal: ctx.signal, timeoutMs: seconds * 1000, env: { PATH: process.env.PATH }, cleanEnv: true, allowFailure: true });
+  // exec.ts reports any kill as exit -1; nothing inside the sandbox can signal bwrap (another pid namespace), so a kill at the deadline is ours.
+  if (r.exitCode === -1 && performance.now() - t0 >= seconds * 1000) {
+    const message = `ran longer than postprocess-timeout (${seconds} s) and was killed`;
+    throw new UserError(`${label} ${message}`, [
+      { loc: locate(ctx.image.root, at), path: at.length > 1 ? `${at[0]}[${at[1]}]` : String(at[0]), message, hint: 'make the script faster, or raise postprocess-timeout (seconds)' },
+    ]);
+  }
   if (r.exitCode === 0) return;
   const tail = (text: string) => (text.trimEnd() ? text.trimEnd().split('\n').slice(-15) : []);
   const lines = [...tail(r.stdout), ...tail(r.stderr)];
