@@ -4,6 +4,7 @@
  * Pure functions over data; publish.ts does the reading and writing.
  */
 import type { ImageManifestJson } from '../build/emit.js';
+import type { PrivateFile } from '../build/private-files.js';
 
 export interface PackageChanges {
   added: { name: string; version: string }[];
@@ -20,6 +21,13 @@ export interface CatalogVersion {
   artifacts: { type: string; file: string; size: number; sha256: string; url: string }[];
   packageCount: number;
   changes: PackageChanges | null;
+  /**
+   * Files and directories that are not world-readable in the image, which
+   * the artifacts and the repo hand to anyone anyway. null: the version was
+   * built before MANIFEST.json recorded them (unknown, not "none").
+   */
+  privateFileCount: number | null;
+  privateFiles: PrivateFile[] | null;
 }
 
 export interface CatalogImage {
@@ -85,6 +93,8 @@ export function buildCatalog(opts: { url: string; remote: string; signed: boolea
           artifacts: m.artifacts.map((a) => ({ ...a, url: `${opts.url}/images/${img.name}/${m.version}/${a.file}` })),
           packageCount: namedPackages(m).length,
           changes: i > 0 ? packageChanges(namedPackages(sorted[i - 1]!), namedPackages(m)) : null,
+          privateFileCount: Array.isArray(m.privateFiles) ? m.privateFiles.length : null,
+          privateFiles: Array.isArray(m.privateFiles) ? m.privateFiles : null,
         }))
         .reverse();
       const latest = sorted[sorted.length - 1]!;
@@ -120,6 +130,16 @@ function changesHtml(c: PackageChanges | null): string {
   return parts.length ? parts.join('<br>') : '<span class="muted">no package changes</span>';
 }
 
+function privateFilesHtml(v: CatalogVersion): string {
+  if (v.privateFiles === null) return '<span class="private muted">files not world-readable: not recorded (built before treecast listed them)</span>';
+  const n = v.privateFiles.length;
+  const label = `${n} ${n === 1 ? 'file' : 'files'} not world-readable`;
+  if (!n) return `<span class="private muted" data-count="0">${label}</span>`;
+  const items = v.privateFiles.map((f) => `<li><code>${esc(f.mode)} ${esc(String(f.owner))}:${esc(String(f.group))} ${esc(f.path)}${f.type === 'dir' ? '/' : ''}</code></li>`).join('');
+  // Anyone who downloads an artifact or pulls the commit gets these too: the page says so next to the downloads.
+  return `<details class="private" data-count="${n}"><summary>${label}</summary><p class="muted">in this version's OSTree commit and artifacts: anyone who can reach this tree can download them</p><ul>${items}</ul></details>`;
+}
+
 export function renderIndexHtml(c: Catalog): string {
   const remoteAdd = (img: CatalogImage) =>
     `ostree remote add ${c.signed ? '' : '--no-gpg-verify '}${c.remote} ${c.repoUrl} ${img.ref}` + (c.signed && c.publicKey ? `\ncurl -fsSL ${c.publicKey} | ostree remote gpg-import --stdin ${c.remote}` : '');
@@ -131,7 +151,7 @@ export function renderIndexHtml(c: Catalog): string {
   <td>${esc(v.date.replace('T', ' ').replace(/\.\d+Z$/, 'Z'))}</td>
   <td><code title="${esc(v.commit)}">${esc(v.commit.slice(0, 12))}</code></td>
   <td class="size">${humanBytes(v.size)}</td>
-  <td>${v.artifacts.map((a) => `<a href="${esc(a.url)}">${esc(a.file)}</a> <span class="muted">${humanBytes(a.size)}</span>`).join('<br>') || '<span class="muted">OSTree commit only</span>'}</td>
+  <td>${v.artifacts.map((a) => `<a href="${esc(a.url)}">${esc(a.file)}</a> <span class="muted">${humanBytes(a.size)}</span>`).join('<br>') || '<span class="muted">OSTree commit only</span>'}<br>${privateFilesHtml(v)}</td>
   <td>${changesHtml(v.changes)}</td>
 </tr>`,
       )
@@ -166,6 +186,7 @@ table { border-collapse: collapse; width: 100%; } th, td { text-align: left; ver
 pre.copy { background: #f4f6f8; padding: .7rem 1rem; overflow-x: auto; border-radius: 6px; }
 .badge { background: #1f6feb; color: #fff; border-radius: 9px; padding: 0 .5rem; font-size: .75em; }
 .add { color: #1a7f37; } .del { color: #cf222e; } .upg { color: #9a6700; }
+details.private summary { cursor: pointer; color: #9a6700; } details.private ul { margin: .3rem 0; padding-left: 1.2rem; } details.private p { margin: .3rem 0 0; }
 </style>
 </head>
 <body>
