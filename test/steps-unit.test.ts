@@ -233,6 +233,12 @@ describe('globToRegExp (remove-files)', () => {
     expect(matches('/**/*.pyc', '/usr/lib/python3/x/__pycache__/a.pyc')).toBe(true);
     expect(matches('/var/cache/apt/*.bin', '/var/cache/apt/pkgcache.bin')).toBe(true);
   });
+  it('**/ stands for whole directories only: /usr/**/foo never removes /usr/lib/barfoo', () => {
+    expect(matches('/usr/**/foo', '/usr/foo')).toBe(true);
+    expect(matches('/usr/**/foo', '/usr/lib/x/foo')).toBe(true);
+    expect(matches('/usr/**/foo', '/usr/lib/barfoo')).toBe(false);
+    expect(matches('/usr/**/foo', '/usr/barfoo')).toBe(false);
+  });
   it('regex metacharacters are literal', () => {
     expect(matches('/etc/a.b', '/etc/a.b')).toBe(true);
     expect(matches('/etc/a.b', '/etc/axb')).toBe(false);

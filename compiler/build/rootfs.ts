@@ -1,10 +1,26 @@
 /**
- * File operations inside an image root that never escape it. Image symlinks
- * are resolved the way the image itself would see them (absolute targets
- * restart at the image root, like a chroot), so a hostile `/etc -> /` link in
- * a base tree or overlay cannot make us write on the build host.
+ * The one module that touches paths inside an image root (STYLE.md 11).
+ *
+ * An image root is untrusted: overlays, files[] and postprocess scripts plant
+ * symlinks in it, and treecast runs as root. Every function here takes the
+ * root and an *image* path ("/etc/passwd") and resolves each component inside
+ * the root the way the image itself would (an absolute link target restarts
+ * at the image root, `..` never climbs above it: chroot / openat2
+ * RESOLVE_IN_ROOT semantics). The final component is never followed when it
+ * is the thing being created, replaced, removed, renamed or linked; it is
+ * followed (inside the root) when it is read, listed or has its mode/owner
+ * changed. Files are created with O_EXCL|O_NOFOLLOW so that even a link that
+ * appeared after resolution is never written through.
+ *
+ * Nothing else runs in the root while a step runs (postprocess scripts run
+ * before and their sandbox's PID namespace dies with them), so resolving in
+ * user space is not racy here. Steps and outputs never import node:fs
+ * (test/hostile/lint.test.ts enforces it).
  */
-import { chmodSync, chownSync, copyFileSync, lchownSync, lstatSync, mkdirSync, readdirSync, readlinkSync, rmSync, symlinkSync } from 'node:fs';
+import {
+  chmodSync, chownSync, closeSync, constants, copyFileSync, fchmodSync, fchownSync, fstatSync, lchownSync, lstatSync,
+  mkdirSync, openSync, readdirSync, readFileSync, readlinkSync, renameSync, rmSync, rmdirSync, symlinkSync, writeSync,
+} from 'node:fs';
 import path from 'node:path';
 import { UserError } from '../diagnostics.js';
 import type { Stats } from 'node:fs';
@@ -13,7 +29,7 @@ const MAX_LINKS = 40;
 
 /**
  * Host path for `imgPath` inside `root`, following symlinks in every component
- * but the last (which is what a create/replace acts on).
+ * but the last (which is what a create/replace acts on), or the last too.
  */
 export function resolveInRoot(root: string, imgPath: string, followLast = false): string {
   let parts = imgPath.split('/').filter((p) => p && p !== '.');
@@ -27,14 +43,9 @@ export function resolveInRoot(root: string, imgPath: string, followLast = false)
     }
     const candidate = path.join(root, ...resolved, part);
     const isLast = parts.length === 0;
-    let st;
-    try {
-      st = lstatSync(candidate);
-    } catch {
-      st = undefined;
-    }
+    const st = lstatSync(candidate, { throwIfNoEntry: false });
     if (st?.isSymbolicLink() && (!isLast || followLast)) {
-      if (++links > MAX_LINKS) throw new UserError(`too many levels of symbolic links resolving ${imgPath}`);
+      if (++links > MAX_LINKS) throw new UserError(`too many levels of symbolic links resolving ${imgPath} in the image`);
       const target = readlinkSync(candidate);
       const targetParts = target.split('/').filter((p) => p && p !== '.');
       if (target.startsWith('/')) resolved = [];
@@ -46,18 +57,71 @@ export function resolveInRoot(root: string, imgPath: string, followLast = false)
   return path.join(root, ...resolved);
 }
 
-/** mkdir -p inside the image, through the image's own symlinks. */
+/** The image path a host path inside the root stands for ("/" for the root). */
+function imageName(root: string, host: string): string {
+  return '/' + path.relative(root, host);
+}
+
+/** lstat of the entry at an image path (the last component not followed). */
+export function lstatIn(root: string, imgPath: string): Stats | undefined {
+  return lstatSync(resolveInRoot(root, imgPath), { throwIfNoEntry: false });
+}
+
+/** stat of what an image path leads to inside the image (links followed inside the root). */
+export function statIn(root: string, imgPath: string): Stats | undefined {
+  const st = lstatSync(resolveInRoot(root, imgPath, true), { throwIfNoEntry: false });
+  // A link that still resolves to a link is dangling inside the image.
+  return st && !st.isSymbolicLink() ? st : undefined;
+}
+
+export const existsIn = (root: string, imgPath: string): boolean => statIn(root, imgPath) !== undefined;
+export const isDirIn = (root: string, imgPath: string): boolean => Boolean(statIn(root, imgPath)?.isDirectory());
+export const isFileIn = (root: string, imgPath: string): boolean => Boolean(statIn(root, imgPath)?.isFile());
+
+/** Names in an image directory, sorted; [] when it is missing or not a directory. */
+export function readdirIn(root: string, imgDir: string): string[] {
+  const host = resolveInRoot(root, imgDir, true);
+  if (!lstatSync(host, { throwIfNoEntry: false })?.isDirectory()) return [];
+  return readdirSync(host).sort();
+}
+
+/** Opens a regular file inside the image for reading; never a device, fifo or a link out. */
+function openRegular(root: string, imgPath: string): number {
+  const host = resolveInRoot(root, imgPath, true);
+  const fd = openSync(host, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
+  if (!fstatSync(fd).isFile()) {
+    closeSync(fd);
+    throw new UserError(`${imgPath} in the image is not a regular file`);
+  }
+  return fd;
+}
+
+export function readFileIn(root: string, imgPath: string): Buffer {
+  const fd = openRegular(root, imgPath);
+  try {
+    return readFileSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+export function readTextIn(root: string, imgPath: string): string | undefined {
+  return isFileIn(root, imgPath) ? readFileIn(root, imgPath).toString('utf8') : undefined;
+}
+
+/** mkdir -p inside the image, through the image's own symlinks (merged-/usr). */
 export function mkdirInRoot(root: string, imgDir: string, mode = 0o755): string {
   const parts = imgDir.split('/').filter(Boolean);
   let cur = '/';
   for (const p of parts) {
     cur = path.posix.join(cur, p);
     const host = resolveInRoot(root, cur, true);
-    let st;
-    try {
-      st = lstatSync(host);
-    } catch {
-      mkdirSync(host, { mode });
+    const st = lstatSync(host, { throwIfNoEntry: false });
+    if (!st) {
+      // A dangling link's target may be several levels deep: every existing
+      // component of `host` is already resolved, so creating the rest is safe.
+      mkdirSync(host, { mode, recursive: true });
+      chmodSync(host, mode); // the umask must not decide what an image holds
       continue;
     }
     if (!st.isDirectory()) throw new UserError(`${cur} exists in the image and is not a directory`);
@@ -65,9 +129,161 @@ export function mkdirInRoot(root: string, imgDir: string, mode = 0o755): string 
   return resolveInRoot(root, imgDir, true);
 }
 
-/** Remove what is at an image path (not following a final symlink). */
+/** Remove what is at an image path (a final symlink is removed, never followed). */
 export function removeInRoot(root: string, imgPath: string): void {
-  rmSync(resolveInRoot(root, imgPath), { recursive: true, force: true });
+  const host = resolveInRoot(root, imgPath);
+  if (host === root) throw new UserError('refusing to remove the image root');
+  rmSync(host, { recursive: true, force: true });
+}
+
+/** Host path where a new entry for `imgPath` goes: parent made and resolved, any old non-directory entry removed. */
+function slotFor(root: string, imgPath: string): string {
+  mkdirInRoot(root, path.posix.dirname(path.posix.resolve('/', imgPath)));
+  const host = resolveInRoot(root, imgPath);
+  if (host === root) throw new UserError(`${imgPath} is the image root`);
+  const existing = lstatSync(host, { throwIfNoEntry: false });
+  if (existing?.isDirectory()) throw new UserError(`${imageName(root, host)}: a directory exists at this path in the image`);
+  if (existing) rmSync(host, { force: true }); // replace, never write through a link or a hardlink
+  return host;
+}
+
+export interface Attrs {
+  mode?: number;
+  uid?: number;
+  gid?: number;
+}
+
+/**
+ * Create or replace a regular file. Owner before mode: chown clears
+ * setuid/setgid bits, so the mode must come last to keep them.
+ */
+export function writeFileIn(root: string, imgPath: string, data: string | Buffer, attrs: Attrs = {}): void {
+  const host = slotFor(root, imgPath);
+  const fd = openSync(host, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o600);
+  try {
+    const buf = typeof data === 'string' ? Buffer.from(data) : data;
+    for (let off = 0; off < buf.length; ) off += writeSync(fd, buf, off);
+    fchownSync(fd, attrs.uid ?? 0, attrs.gid ?? 0);
+    fchmodSync(fd, attrs.mode ?? 0o644);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/** Copy a host file (a repository input, never an image path) to an image path. */
+export function copyFileIn(root: string, hostSrc: string, imgPath: string, attrs: Attrs = {}): void {
+  const src = openSync(hostSrc, constants.O_RDONLY | constants.O_NOFOLLOW);
+  try {
+    if (!fstatSync(src).isFile()) throw new UserError(`${hostSrc} is not a regular file`);
+    writeFileIn(root, imgPath, readFileSync(src), attrs);
+  } finally {
+    closeSync(src);
+  }
+}
+
+/** Copy a regular file out of the image (links followed inside the root only) to a host path. */
+export function copyFileOut(root: string, imgPath: string, hostDest: string, mode = 0o644): void {
+  const fd = openRegular(root, imgPath);
+  try {
+    const out = openSync(hostDest, constants.O_WRONLY | constants.O_CREAT | constants.O_TRUNC | constants.O_NOFOLLOW, mode);
+    try {
+      const buf = readFileSync(fd);
+      for (let off = 0; off < buf.length; ) off += writeSync(out, buf, off);
+      fchmodSync(out, mode);
+    } finally {
+      closeSync(out);
+    }
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/** Create or replace a symlink (its target is stored, never resolved). */
+export function symlinkIn(root: string, imgPath: string, target: string, attrs: Omit<Attrs, 'mode'> = {}): void {
+  const host = slotFor(root, imgPath);
+  symlinkSync(target, host);
+  lchownSync(host, attrs.uid ?? 0, attrs.gid ?? 0);
+}
+
+/** Make `imgPath` a symlink to `target` unless it already is a link; whatever was there goes. */
+export function replaceWithLinkIn(root: string, imgPath: string, target: string): void {
+  const st = lstatIn(root, imgPath);
+  if (st?.isSymbolicLink()) return;
+  if (st) removeInRoot(root, imgPath);
+  symlinkIn(root, imgPath, target);
+}
+
+/** chmod what an image path leads to, inside the image. */
+export function chmodIn(root: string, imgPath: string, mode: number): void {
+  const host = resolveInRoot(root, imgPath, true);
+  const st = lstatSync(host, { throwIfNoEntry: false });
+  if (!st || st.isSymbolicLink()) throw new UserError(`${imgPath} does not exist in the image (or is a dangling symlink)`);
+  chmodSync(host, mode);
+}
+
+/** chown an entry; a final symlink gets its own owner (lchown), never its target's. */
+export function lchownIn(root: string, imgPath: string, uid: number, gid: number): void {
+  lchownSync(resolveInRoot(root, imgPath), uid, gid);
+}
+
+/** chown -R of an image directory, without following any link. */
+export function chownTreeIn(root: string, imgDir: string, uid: number, gid: number): void {
+  const top = resolveInRoot(root, imgDir, true);
+  const walk = (host: string) => {
+    const st = lstatSync(host);
+    lchownSync(host, uid, gid);
+    if (!st.isSymbolicLink() && (st.mode & 0o6000) !== 0) chmodSync(host, st.mode & 0o7777); // lchown cleared setuid/setgid
+    if (st.isDirectory()) for (const name of readdirSync(host)) walk(path.join(host, name));
+  };
+  walk(top);
+}
+
+/** rename inside the image: neither end's final component is followed. */
+export function renameIn(root: string, from: string, to: string): void {
+  const src = resolveInRoot(root, from);
+  mkdirInRoot(root, path.posix.dirname(path.posix.resolve('/', to)));
+  const dest = resolveInRoot(root, to);
+  if (src === root || dest === root) throw new UserError(`cannot rename ${from} to ${to}: the image root is not movable`);
+  renameSync(src, dest);
+}
+
+/** Remove an empty directory at an image path (the root itself included: base steps replace it). */
+export function rmdirIn(root: string, imgPath = '/'): void {
+  rmdirSync(imgPath === '/' ? root : resolveInRoot(root, imgPath));
+}
+
+/** Empty a directory of the image and give it `mode` (a link there is replaced by a real directory). */
+export function emptyDirIn(root: string, imgDir: string, mode: number): void {
+  const host = resolveInRoot(root, imgDir);
+  if (host !== root) rmSync(host, { recursive: true, force: true });
+  mkdirInRoot(root, imgDir, mode);
+  chmodSync(host, mode);
+}
+
+/**
+ * Copy an image directory to another place in the same image (/etc/skel into a
+ * new home): links copied as links, owners set to uid:gid.
+ */
+export function copyDirWithinIn(root: string, fromImg: string, toImg: string, uid: number, gid: number): void {
+  const from = resolveInRoot(root, fromImg, true);
+  if (!lstatSync(from, { throwIfNoEntry: false })?.isDirectory()) return;
+  const to = mkdirInRoot(root, toImg);
+  const walk = (srcDir: string, destDir: string) => {
+    for (const name of readdirSync(srcDir).sort()) {
+      const s = path.join(srcDir, name);
+      const d = path.join(destDir, name);
+      const st = lstatSync(s);
+      if (st.isDirectory()) {
+        mkdirSync(d, { mode: st.mode & 0o777 });
+        walk(s, d);
+      } else if (st.isSymbolicLink()) symlinkSync(readlinkSync(s), d);
+      else if (st.isFile()) copyFileSync(s, d, constants.COPYFILE_EXCL);
+      else continue; // no devices or fifos in a home directory
+      lchownSync(d, uid, gid);
+      if (!st.isSymbolicLink()) chmodSync(d, st.mode & 0o777);
+    }
+  };
+  walk(from, to);
 }
 
 /**
@@ -85,42 +301,28 @@ export function copyTreeInto(srcDir: string, root: string, destImgDir = '/'): nu
       const from = path.join(srcDir, rel);
       const imgPath = path.posix.join(destImgDir, rel);
       const st = lstatSync(from);
-      const to = resolveInRoot(root, imgPath);
-      let existing;
-      try {
-        existing = lstatSync(to);
-      } catch {
-        existing = undefined;
-      }
+      const existing = lstatIn(root, imgPath);
       if (st.isDirectory()) {
         if (existing?.isSymbolicLink()) {
-          // merged-/usr style links (/lib -> usr/lib): merge into what the link points at
-          const through = resolveInRoot(root, imgPath, true);
-          if (!lstatSync(through, { throwIfNoEntry: false })?.isDirectory()) throw new UserError(`${imgPath} is a symlink in the image that does not lead to a directory`);
+          // merged-/usr style links (/lib -> usr/lib): merge into what the link points at, inside the image
+          if (!isDirIn(root, imgPath)) throw new UserError(`${imgPath} is a symlink in the image that does not lead to a directory`);
         } else if (existing && !existing.isDirectory()) {
           throw new UserError(`${imgPath}: the overlay has a directory where the image has a file`);
         } else if (!existing) {
-          mkdirSync(to);
-          chownSync(to, 0, 0);
-          chmodSync(to, st.mode & 0o7777);
-        } else {
-          chmodSync(to, st.mode & 0o7777);
+          mkdirInRoot(root, imgPath, st.mode & 0o7777);
         }
+        chmodIn(root, imgPath, st.mode & 0o7777);
         walk(rel);
       } else if (st.isSymbolicLink()) {
-        if (existing) rmSync(to, { recursive: true, force: true });
-        symlinkSync(readlinkSync(from), to);
-        lchownSync(to, 0, 0);
+        if (existing?.isDirectory()) throw new UserError(`${imgPath}: the overlay has a symlink where the image has a directory`);
+        symlinkIn(root, imgPath, readlinkSync(from));
         count++;
       } else if (st.isFile()) {
         if (existing?.isDirectory()) throw new UserError(`${imgPath}: the overlay has a file where the image has a directory`);
-        if (existing) rmSync(to, { force: true }); // replace, never write through a hardlink
-        copyFileSync(from, to);
-        chownSync(to, 0, 0); // chown clears setuid bits: chmod comes after it
-        chmodSync(to, st.mode & 0o7777);
+        copyFileIn(root, from, imgPath, { mode: st.mode & 0o7777 });
         count++;
       } else {
-        throw new UserError(`${path.join(srcDir, rel)}: only directories, regular files and symlinks can be copied into an image`);
+        throw new UserError(`${from}: only directories, regular files and symlinks can be copied into an image`);
       }
     }
   };
@@ -128,7 +330,7 @@ export function copyTreeInto(srcDir: string, root: string, destImgDir = '/'): nu
   return count;
 }
 
-/** Every entry of a tree as (relative path, lstat), sorted: for hashing and comparisons. */
+/** Every entry of a tree as (relative path, lstat), sorted, never following links: for hashing and walks. */
 export function* walkTree(dir: string, rel = ''): Generator<[string, Stats]> {
   const entries = readdirSync(path.join(dir, rel)).sort();
   for (const name of entries) {
@@ -137,4 +339,34 @@ export function* walkTree(dir: string, rel = ''): Generator<[string, Stats]> {
     yield [r, st];
     if (st.isDirectory()) yield* walkTree(dir, r);
   }
+}
+
+/** Every entry under an image directory (links not followed), as image paths. */
+export function* walkIn(root: string, imgDir = '/'): Generator<[string, Stats]> {
+  const host = resolveInRoot(root, imgDir, true);
+  if (!lstatSync(host, { throwIfNoEntry: false })?.isDirectory()) return;
+  const base = imageName(root, host);
+  for (const [rel, st] of walkTree(host)) yield [path.posix.join(base, rel), st];
+}
+
+/** ostree stores only dirs, regular files and symlinks: drop device nodes, fifos and sockets. */
+export function removeSpecialFilesIn(root: string): number {
+  let n = 0;
+  for (const [p, st] of walkIn(root)) {
+    if (!st.isDirectory() && !st.isFile() && !st.isSymbolicLink()) {
+      removeInRoot(root, p);
+      n++;
+    }
+  }
+  return n;
+}
+
+/**
+ * A host directory that stands for an image directory, for programs that take
+ * a directory argument (dpkg-query --admindir, systemctl --root works on the
+ * root itself). Every component is resolved inside the image.
+ */
+export function hostDirIn(root: string, imgDir: string): string | undefined {
+  const host = resolveInRoot(root, imgDir, true);
+  return lstatSync(host, { throwIfNoEntry: false })?.isDirectory() ? host : undefined;
 }

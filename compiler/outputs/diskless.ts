@@ -1,5 +1,6 @@
-import { chmodSync, copyFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
+import { copyFileOut } from '../build/rootfs.js';
+import { writeHostFile } from '../build/host-files.js';
 import { UserError } from '../diagnostics.js';
 import type { ImageManifest } from '../manifest/types.js';
 import { describeArtifact } from './artifact.js';
@@ -64,13 +65,12 @@ export function disklessOutput(publicUrl: string): Output {
       const k = ctx.kernel!;
       const vmlinuz = path.join(ctx.outDir, 'vmlinuz');
       const initrd = path.join(ctx.outDir, 'initrd.img');
-      copyFileSync(k.vmlinuz, vmlinuz);
-      copyFileSync(k.initramfs, initrd);
-      // Debian's dracut writes the initramfs 0600; a web server not running as root must read it.
-      chmodSync(vmlinuz, 0o644);
-      chmodSync(initrd, 0o644);
+      // Read inside the checkout (a link there never leads to a host file), written 0644:
+      // Debian's dracut writes the initramfs 0600, and a web server not running as root must read it.
+      copyFileOut(ctx.tree, k.vmlinuz, vmlinuz, 0o644);
+      copyFileOut(ctx.tree, k.initramfs, initrd, 0o644);
       const ipxe = path.join(ctx.outDir, 'boot.ipxe');
-      writeFileSync(ipxe, renderIpxe(ctx.name, ctx.version, ctx.commit, disklessBoot(ctx.manifest, k, publicUrl, ctx.commit, ctx.version)));
+      writeHostFile(ipxe, renderIpxe(ctx.name, ctx.version, ctx.commit, disklessBoot(ctx.manifest, k, publicUrl, ctx.commit, ctx.version)));
       return Promise.all([describeArtifact('kernel', vmlinuz), describeArtifact('initrd', initrd), describeArtifact('ipxe', ipxe)]);
     },
   };

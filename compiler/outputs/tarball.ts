@@ -1,6 +1,6 @@
-import { rmSync } from 'node:fs';
 import path from 'node:path';
 import { run } from '../exec.js';
+import { removeHostFile, renameHostFile } from '../build/host-files.js';
 import type { ImageManifest } from '../manifest/types.js';
 import { describeArtifact } from './artifact.js';
 import type { Output } from './output.js';
@@ -43,13 +43,13 @@ export const tarball: Output = {
     const tar = path.join(ctx.outDir, '.rootfs.tar');
     await run('tar', tarArgs(ctx.tree, tar, ctx.epoch), { signal: ctx.signal });
     if (compression === 'none') {
-      await run('mv', [tar, final]);
+      renameHostFile(tar, final);
     } else {
       const [cmd, args] = compressArgs(compression, tar);
       await run(cmd, args, { signal: ctx.signal });
       const produced = compression === 'zstd' ? `${tar}.zst` : compression === 'gzip' ? `${tar}.gz` : `${tar}.xz`;
-      await run('mv', [produced, final]);
-      rmSync(tar, { force: true });
+      renameHostFile(produced, final);
+      removeHostFile(tar);
     }
     return [await describeArtifact('tarball', final)];
   },

@@ -1,4 +1,3 @@
-import path from 'node:path';
 import type { ImageManifestJson } from '../build/emit.js';
 import type { KernelInfo } from '../outputs/output.js';
 
@@ -10,8 +9,8 @@ import type { KernelInfo } from '../outputs/output.js';
 export function findKernelInVersionDir(dir: string, m: ImageManifestJson): KernelInfo {
   return {
     version: m.kernel ?? 'unknown',
-    vmlinuz: path.join(dir, 'vmlinuz'),
-    initramfs: path.join(dir, 'initrd.img'),
+    vmlinuz: `/usr/lib/modules/${m.kernel ?? 'unknown'}/vmlinuz`,
+    initramfs: `/usr/lib/modules/${m.kernel ?? 'unknown'}/initramfs.img`,
     flavor: m.initramfs ?? 'dracut',
   };
 }

@@ -1,7 +1,7 @@
-import { mkdirSync, rmdirSync } from 'node:fs';
 import { canonicalJson, sha256, BUILDER_VERSION } from '../build/input-hash.js';
 import { revParse } from '../build/ostree.js';
-import { removeSpecialFiles } from './finalize.js';
+import { removeSpecialFilesIn, rmdirIn } from '../build/rootfs.js';
+import { ensureDir } from '../build/host-files.js';
 import path from 'node:path';
 import { run } from '../exec.js';
 import { unknownPackages } from './packages.js';
@@ -55,13 +55,13 @@ export const baseDebian: Step = {
     const cacheRef = baseCacheRef(debianBaseKey(ctx.manifest));
     const cached = ctx.refreshBase ? undefined : await revParse(ctx.localRepo, cacheRef);
     if (cached) {
-      rmdirSync(ctx.root);
+      rmdirIn(ctx.root);
       // A copy, not hardlinks: later steps edit files in place.
       await run('ostree', ['checkout', `--repo=${ctx.localRepo}`, '--force-copy', cached, ctx.root], { signal: ctx.signal });
       return `${summary} (cached base ${cached.slice(0, 12)})`;
     }
     const aptCache = path.join(ctx.repo.cacheDir, 'apt-archives');
-    mkdirSync(aptCache, { recursive: true });
+    ensureDir(aptCache);
     await run('mmdebstrap', mmdebstrapArgs(ctx.manifest, ctx.root, aptCache), {
       env: { SOURCE_DATE_EPOCH: String(ctx.epoch), LC_ALL: 'C.UTF-8' },
       signal: ctx.signal,
@@ -69,7 +69,7 @@ export const baseDebian: Step = {
       throw unknownPackages(ctx, err);
     });
     // ostree stores no device nodes; nothing later needs them (bwrap provides /dev).
-    removeSpecialFiles(ctx.root);
+    removeSpecialFilesIn(ctx.root);
     await run('ostree', ['commit', `--repo=${ctx.localRepo}`, `--branch=${cacheRef}`, `--tree=dir=${ctx.root}`, `--timestamp=@${ctx.epoch}`, '--no-xattrs', '--no-bindings', `--subject=treecast base cache`], { signal: ctx.signal });
     return summary;
   },

@@ -1,8 +1,7 @@
-import { existsSync, readdirSync, renameSync, rmSync, rmdirSync } from 'node:fs';
-import path from 'node:path';
 import { UserError } from '../diagnostics.js';
 import { run } from '../exec.js';
 import { revParse } from '../build/ostree.js';
+import { isDirIn, lstatIn, readdirIn, removeInRoot, renameIn, rmdirIn } from '../build/rootfs.js';
 import { FACTORY_VAR } from './finalize.js';
 import type { Step } from './step.js';
 
@@ -20,7 +19,7 @@ export const baseImage: Step = {
     const baseRef = ctx.baseRef;
     const rev = baseRef && (await revParse(ctx.localRepo, baseRef));
     if (!rev) throw new UserError(`base image "${baseName}" has not been built (build it first: treecast build ${baseName})`);
-    rmdirSync(ctx.root);
+    rmdirIn(ctx.root);
     // A copy, not hardlinks: later steps and postprocess scripts edit files in place.
     await run('ostree', ['checkout', `--repo=${ctx.localRepo}`, '--force-copy', rev, ctx.root], { signal: ctx.signal });
     unfinalize(ctx.root);
@@ -29,19 +28,16 @@ export const baseImage: Step = {
 };
 
 function unfinalize(root: string): void {
-  const usrEtc = path.join(root, 'usr/etc');
-  const etc = path.join(root, 'etc');
-  if (existsSync(usrEtc)) {
-    rmSync(etc, { recursive: true, force: true });
-    renameSync(usrEtc, etc);
+  if (lstatIn(root, '/usr/etc')?.isDirectory()) {
+    removeInRoot(root, '/etc');
+    renameIn(root, '/usr/etc', '/etc');
   }
-  const factory = path.join(root, FACTORY_VAR);
-  if (existsSync(factory)) {
-    for (const name of readdirSync(factory)) {
-      const dest = path.join(root, 'var', name);
-      rmSync(dest, { recursive: true, force: true });
-      renameSync(path.join(factory, name), dest);
+  const factory = `/${FACTORY_VAR}`;
+  if (isDirIn(root, factory)) {
+    for (const name of readdirIn(root, factory)) {
+      removeInRoot(root, `/var/${name}`);
+      renameIn(root, `${factory}/${name}`, `/var/${name}`);
     }
-    rmSync(factory, { recursive: true, force: true });
+    removeInRoot(root, factory);
   }
 }

@@ -1,7 +1,5 @@
-import { chmodSync, chownSync, copyFileSync, lchownSync, lstatSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
-import path from 'node:path';
 import { UserError } from '../diagnostics.js';
-import { mkdirInRoot, resolveInRoot } from '../build/rootfs.js';
+import { copyFileIn, symlinkIn, writeFileIn } from '../build/rootfs.js';
 import type { FileEntry } from '../manifest/types.js';
 import { resolveInside } from '../paths.js';
 import { accountPlan } from './users.js';
@@ -43,25 +41,15 @@ export const files: Step = {
 function writeEntry(root: string, repoRoot: string, f: FileEntry, uids: Map<string, number>, gids: Map<string, number>): void {
   const uid = resolveId(f.owner, uids, 'owner');
   const gid = resolveId(f.group, gids, 'group');
-  mkdirInRoot(root, path.posix.dirname(f.path));
-  const host = resolveInRoot(root, f.path);
-  const existing = lstatSync(host, { throwIfNoEntry: false });
-  if (existing?.isDirectory()) throw new UserError('a directory exists at this path in the image');
-  if (existing) rmSync(host, { force: true }); // replace, never write through a link
-  if (f.symlink !== undefined) {
-    symlinkSync(f.symlink, host);
-    lchownSync(host, uid, gid);
-    return;
+  if (f.symlink !== undefined) return symlinkIn(root, f.path, f.symlink, { uid, gid });
+  const attrs = { uid, gid, mode: f.mode !== undefined ? parseInt(f.mode, 8) : 0o644 };
+  if (f.source === undefined) return writeFileIn(root, f.path, f.content!, attrs);
+  const src = resolveInside(repoRoot, f.source);
+  if (!src) throw new UserError(`source "${f.source}" is outside the repository`);
+  try {
+    copyFileIn(root, src, f.path, attrs);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') throw new UserError(`source file "${f.source}" no longer exists in the repository`);
+    throw err;
   }
-  if (f.source !== undefined) {
-    const src = resolveInside(repoRoot, f.source);
-    if (!src) throw new UserError(`source "${f.source}" is outside the repository`);
-    const st = lstatSync(src, { throwIfNoEntry: false });
-    if (!st?.isFile()) throw new UserError(`source file "${f.source}" no longer exists in the repository`);
-    copyFileSync(src, host);
-  } else {
-    writeFileSync(host, f.content!);
-  }
-  chownSync(host, uid, gid); // before chmod: chown clears setuid/setgid bits
-  chmodSync(host, f.mode !== undefined ? parseInt(f.mode, 8) : 0o644);
 }

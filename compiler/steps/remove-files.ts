@@ -1,5 +1,4 @@
-import { rmSync } from 'node:fs';
-import { walkTree } from '../build/rootfs.js';
+import { removeInRoot, walkIn } from '../build/rootfs.js';
 import type { Step } from './step.js';
 
 /** `/usr/share/doc/**` style globs -> a RegExp over image paths. Pure. */
@@ -8,9 +7,10 @@ export function globToRegExp(glob: string): RegExp {
   for (let i = 0; i < glob.length; i++) {
     const c = glob[i]!;
     if (c === '*' && glob[i + 1] === '*') {
-      re += '.*';
       i++;
-      if (glob[i + 1] === '/') i++, (re += '(?:/|$)?');
+      // `**/` is zero or more whole directories: `/usr/**/foo` must not match /usr/lib/barfoo.
+      if (glob[i + 1] === '/') i++, (re += '(?:.*/)?');
+      else re += '.*';
     } else if (c === '*') re += '[^/]*';
     else if (c === '?') re += '[^/]';
     else re += c.replace(/[.+^${}()|[\]\\]/g, '\\$&');
@@ -25,13 +25,12 @@ export const removeFiles: Step = {
   async run(ctx) {
     const patterns = ctx.manifest['remove-files']!.map(globToRegExp);
     const doomed: string[] = [];
-    for (const [rel] of walkTree(ctx.root)) {
-      const p = `/${rel}`;
+    for (const [p] of walkIn(ctx.root)) {
       // Once a directory is removed, its children go with it.
       if (doomed.length && p.startsWith(doomed[doomed.length - 1]! + '/')) continue;
       if (patterns.some((re) => re.test(p))) doomed.push(p);
     }
-    for (const p of doomed) rmSync(ctx.root + p, { recursive: true, force: true });
+    for (const p of doomed) removeInRoot(ctx.root, p);
     return `${doomed.length} paths removed`;
   },
 };

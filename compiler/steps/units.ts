@@ -1,8 +1,6 @@
-import { existsSync, lstatSync, mkdirSync, rmSync, symlinkSync } from 'node:fs';
-import path from 'node:path';
 import { UserError } from '../diagnostics.js';
 import { run } from '../exec.js';
-import { resolveInRoot } from '../build/rootfs.js';
+import { existsIn, symlinkIn } from '../build/rootfs.js';
 import type { Step } from './step.js';
 
 /**
@@ -22,24 +20,15 @@ export const units: Step = {
     if (u.mask?.length) {
       // systemctl refuses to mask units that do not exist in the tree; a mask
       // is only a /dev/null link, so write it ourselves.
-      const dir = resolveInRoot(ctx.root, '/etc/systemd/system', true);
-      mkdirSync(dir, { recursive: true });
-      for (const name of u.mask) {
-        const link = path.join(dir, name);
-        if (lstatSync(link, { throwIfNoEntry: false })) rmSync(link, { force: true });
-        symlinkSync('/dev/null', link);
-      }
+      for (const name of u.mask) symlinkIn(ctx.root, `/etc/systemd/system/${name}`, '/dev/null');
     }
     if (ctx.manifest['default-target']) {
       const target = ctx.manifest['default-target'];
       const unitDirs = ['/etc/systemd/system', '/usr/lib/systemd/system', '/lib/systemd/system'];
-      if (!unitDirs.some((d) => existsSync(resolveInRoot(ctx.root, `${d}/${target}`, true)))) {
+      if (!unitDirs.some((d) => existsIn(ctx.root, `${d}/${target}`))) {
         throw new UserError(`default-target ${target} does not exist in the image`);
       }
-      const link = path.join(resolveInRoot(ctx.root, '/etc/systemd/system', true), 'default.target');
-      mkdirSync(path.dirname(link), { recursive: true });
-      if (lstatSync(link, { throwIfNoEntry: false })) rmSync(link);
-      symlinkSync(`/usr/lib/systemd/system/${target}`, link);
+      symlinkIn(ctx.root, '/etc/systemd/system/default.target', `/usr/lib/systemd/system/${target}`);
     }
     return `${u.enable?.length ?? 0} enabled, ${u.disable?.length ?? 0} disabled, ${u.mask?.length ?? 0} masked`;
   },

@@ -1,7 +1,6 @@
-import { chmodSync, chownSync, cpSync, existsSync, lchownSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { planAccounts, type AccountFiles } from '../build/accounts.js';
-import { mkdirInRoot, resolveInRoot } from '../build/rootfs.js';
+import { chmodIn, copyDirWithinIn, existsIn, lchownIn, mkdirInRoot, readTextIn, writeFileIn } from '../build/rootfs.js';
 import type { BuildContext, Step } from './step.js';
 
 const ACCOUNT_FILES: [keyof AccountFiles, string, number][] = [
@@ -12,16 +11,13 @@ const ACCOUNT_FILES: [keyof AccountFiles, string, number][] = [
 ];
 
 export function readAccounts(root: string): AccountFiles {
-  const read = (p: string) => {
-    const host = resolveInRoot(root, p, true);
-    return existsSync(host) ? readFileSync(host, 'utf8') : '';
-  };
+  const read = (p: string) => readTextIn(root, p) ?? '';
   return { passwd: read('/etc/passwd'), group: read('/etc/group'), shadow: read('/etc/shadow'), gshadow: read('/etc/gshadow') };
 }
 
 /** The account plan for the image as it is now: used by files[] to resolve owner names before users exist. */
 export function accountPlan(ctx: BuildContext) {
-  return planAccounts(ctx.manifest, readAccounts(ctx.root), ctx.epoch, existsSync(resolveInRoot(ctx.root, '/bin/bash', true)));
+  return planAccounts(ctx.manifest, readAccounts(ctx.root), ctx.epoch, existsIn(ctx.root, '/bin/bash'));
 }
 
 export const users: Step = {
@@ -32,45 +28,24 @@ export const users: Step = {
     const plan = accountPlan(ctx);
     ctx.accounts = plan;
     const shadowGid = plan.gidOf.get('shadow') ?? 0;
-    mkdirInRoot(ctx.root, '/etc');
-    for (const [key, file, mode] of ACCOUNT_FILES) {
-      const host = resolveInRoot(ctx.root, file, true);
-      writeFileSync(host, plan.files[key]);
-      chownSync(host, 0, mode === 0o640 ? shadowGid : 0);
-      chmodSync(host, mode);
-    }
+    // Replaced, not written through: a link planted at /etc/passwd must not lead anywhere.
+    for (const [key, file, mode] of ACCOUNT_FILES) writeFileIn(ctx.root, file, plan.files[key], { uid: 0, gid: mode === 0o640 ? shadowGid : 0, mode });
     for (const u of plan.users) {
-      const home = resolveInRoot(ctx.root, u.home, true);
-      if (!existsSync(home)) {
+      if (!existsIn(ctx.root, u.home)) {
         mkdirInRoot(ctx.root, path.posix.dirname(u.home));
-        mkdirSync(home);
-        const skel = resolveInRoot(ctx.root, '/etc/skel', true);
-        if (existsSync(skel)) cpSync(skel, home, { recursive: true, verbatimSymlinks: true });
-        chownTree(home, u.uid, u.gid);
-        chmodSync(home, 0o700);
+        mkdirInRoot(ctx.root, u.home, 0o700);
+        copyDirWithinIn(ctx.root, '/etc/skel', u.home, u.uid, u.gid);
+        lchownIn(ctx.root, u.home, u.uid, u.gid);
+        chmodIn(ctx.root, u.home, 0o700);
       }
       if (u.sshKeys.length) {
-        const ssh = path.join(home, '.ssh');
-        mkdirSync(ssh, { recursive: true });
-        chownSync(ssh, u.uid, u.gid);
-        chmodSync(ssh, 0o700);
-        const keys = path.join(ssh, 'authorized_keys');
-        writeFileSync(keys, u.sshKeys.join('\n') + '\n');
-        chownSync(keys, u.uid, u.gid);
-        chmodSync(keys, 0o600);
+        const ssh = `${u.home}/.ssh`;
+        mkdirInRoot(ctx.root, ssh, 0o700);
+        lchownIn(ctx.root, ssh, u.uid, u.gid);
+        chmodIn(ctx.root, ssh, 0o700);
+        writeFileIn(ctx.root, `${ssh}/authorized_keys`, u.sshKeys.join('\n') + '\n', { uid: u.uid, gid: u.gid, mode: 0o600 });
       }
     }
     return `${ctx.manifest.groups?.length ?? 0} groups, ${plan.users.length} users`;
   },
 };
-
-function chownTree(dir: string, uid: number, gid: number): void {
-  chownSync(dir, uid, gid);
-  for (const e of readdirWithTypes(dir)) {
-    const p = path.join(dir, e.name);
-    if (e.isDirectory()) chownTree(p, uid, gid);
-    else if (e.isSymbolicLink()) lchownSync(p, uid, gid);
-    else chownSync(p, uid, gid);
-  }
-}
-const readdirWithTypes = (d: string) => readdirSync(d, { withFileTypes: true });
