@@ -3,7 +3,7 @@
  * deployed layout, written into a staging directory that is renamed into
  * place only when all of them (and MANIFEST.json, SHA256SUMS) are complete.
  */
-import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { UserError, withContext } from '../diagnostics.js';
 import { requirePrograms, run } from '../exec.js';
@@ -15,6 +15,7 @@ import type { ImageBuildResult } from './build.js';
 import { localRepoPath } from './build.js';
 import { commitMetadata, parseTupleArray } from './ostree.js';
 import { privateFiles as listPrivateFiles, privateFilesOfCommit, type PrivateFile } from './private-files.js';
+import { isDirIn, isFileIn, lstatIn, readdirIn, removeInRoot, renameIn } from './rootfs.js';
 
 export interface ImageManifestJson {
   name: string;
@@ -82,9 +83,10 @@ export async function emitImage(repo: Repo, m: ImageManifest, built: ImageBuildR
     if (outputs.length) {
       await run('ostree', ['checkout', `--repo=${localRepo}`, built.commit, tree], { signal });
       // What `ostree admin deploy` shows a booted host: /usr/etc becomes /etc.
-      if (existsSync(path.join(tree, 'usr/etc'))) {
-        rmSync(path.join(tree, 'etc'), { recursive: true, force: true });
-        renameSync(path.join(tree, 'usr/etc'), path.join(tree, 'etc'));
+      // The checkout is image content: its paths are resolved inside it (rootfs.ts).
+      if (lstatIn(tree, '/usr/etc')?.isDirectory()) {
+        removeInRoot(tree, '/etc');
+        renameIn(tree, '/usr/etc', '/etc');
       }
     }
     const kernel = outputs.length ? findKernel(tree) : undefined;
@@ -170,23 +172,22 @@ function moveAside(dir: string): string {
   return old;
 }
 
-/** The newest kernel with an initramfs in the checkout, and which initramfs system built it. */
+/**
+ * The newest kernel with an initramfs in the checkout, and which initramfs
+ * system built it. Paths are image paths: a `vmlinuz` that is a link leads
+ * somewhere inside the image, never to a host file that would be published.
+ */
 export function findKernel(tree: string): KernelInfo | undefined {
-  const modules = path.join(tree, 'usr/lib/modules');
-  let versions: string[] = [];
-  try {
-    versions = readdirSync(modules).filter((v) => existsSync(path.join(modules, v, 'vmlinuz')) && existsSync(path.join(modules, v, 'initramfs.img')));
-  } catch {
-    return undefined;
-  }
+  const modules = '/usr/lib/modules';
+  const versions = readdirIn(tree, modules).filter((v) => isFileIn(tree, `${modules}/${v}/vmlinuz`) && isFileIn(tree, `${modules}/${v}/initramfs.img`));
   if (!versions.length) return undefined;
   const version = versions.sort((a, b) => a.localeCompare(b, undefined, { numeric: true })).pop()!;
-  const flavor = existsSync(path.join(tree, 'usr/lib/dracut/modules.d/90dmsquash-live'))
+  const flavor = isDirIn(tree, '/usr/lib/dracut/modules.d/90dmsquash-live')
     ? 'dracut'
-    : existsSync(path.join(tree, 'usr/share/initramfs-tools/scripts/live')) || existsSync(path.join(tree, 'usr/lib/live/boot'))
+    : isDirIn(tree, '/usr/share/initramfs-tools/scripts/live') || isDirIn(tree, '/usr/lib/live/boot')
       ? 'live-boot'
       : 'unknown';
-  return { version, vmlinuz: path.join(modules, version, 'vmlinuz'), initramfs: path.join(modules, version, 'initramfs.img'), flavor };
+  return { version, vmlinuz: `${modules}/${version}/vmlinuz`, initramfs: `${modules}/${version}/initramfs.img`, flavor };
 }
 
 export function humanSize(n: number): string {
