@@ -64,7 +64,7 @@ export type RepoInputKind = 'file' | 'directory';
 
 export type RepoInput =
   | { ok: true; /** The real path (symlinks resolved): what the build opens. */ path: string; /** The same, relative to the repository root. */ rel: string }
-  | { ok: false; code: 'outside' | 'forbidden' | 'missing' | 'type'; /** Follows the quoted input: `"x" ${reason}`. */ reason: string; hint?: string };
+  | { ok: false; /** outside: lexically (`..`, absolute); symlink: through a link */ code: 'outside' | 'symlink' | 'forbidden' | 'missing' | 'type'; /** Follows the quoted input: `"x" ${reason}`. */ reason: string; hint?: string };
 
 const GIT_WHY = "it holds the repository's credentials (the CI token) and is never an image input";
 
@@ -116,7 +116,7 @@ export function resolveRepoInput(repo: RepoDirs, rel: string, kind: RepoInputKin
   if ('escape' in walked) {
     return {
       ok: false,
-      code: 'outside',
+      code: 'symlink',
       reason: `leaves the repository through the symlink ${displayPath(realRoot, walked.escape.link)} -> ${walked.escape.target}`,
       hint: 'a symlink may point anywhere inside the repository, never out of it',
     };
@@ -150,6 +150,21 @@ export function resolveRepoInput(repo: RepoDirs, rel: string, kind: RepoInputKin
     if (git) return { ok: false, code: 'forbidden', reason: `contains the git directory "${path.relative(realRoot, git)}"`, hint: `a directory input is copied whole; ${GIT_WHY}` };
   }
   return { ok: true, path: real, rel: realRel === '' ? '.' : realRel };
+}
+
+/**
+ * Where `rel` really is, following symlinks below `root`, or why it is not
+ * inside it: for directories treecast.yaml names (cache-dir, publish.dir),
+ * which may not exist yet.
+ */
+export function followInside(root: string, rel: string): { ok: true; real: string } | { ok: false; reason: string } {
+  const lexical = path.resolve(root, rel);
+  if (!isInside(root, lexical)) return { ok: false, reason: 'is outside the repository' };
+  const realRoot = realpathSync(root);
+  const walked = walkInside(realRoot, path.relative(root, lexical));
+  if ('loop' in walked) return { ok: false, reason: `goes through more than 40 symlinks (a loop at ${displayPath(realRoot, walked.loop)}?)` };
+  if ('escape' in walked) return { ok: false, reason: `leaves the repository through the symlink ${displayPath(realRoot, walked.escape.link)} -> ${walked.escape.target}` };
+  return { ok: true, real: walked.real };
 }
 
 /** The real path of a repository input for the build sites, or undefined when the policy refuses it. */

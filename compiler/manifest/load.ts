@@ -7,7 +7,8 @@
 import { readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
 import type { Diagnostic, Loc } from '../diagnostics.js';
-import { displayPath, isInside } from '../paths.js';
+import { displayPath, isInside, resolveRepoInput, type RepoDirs } from '../paths.js';
+import { repoDirsOf } from '../repo.js';
 import { LIMITS, parseYaml, type LNode } from './yaml.js';
 
 export interface LoadedManifest {
@@ -15,19 +16,48 @@ export interface LoadedManifest {
   file: string;
   /** Merged tree; `include` is removed once resolved. */
   root: LNode;
-  /** Every manifest file read (the top-level one first), absolute. */
+  /** Every manifest file read (the top-level one first), absolute, each once. */
   files: string[];
 }
 
 export type LoadResult = { ok: true; manifest: LoadedManifest } | { ok: false; diagnostics: Diagnostic[]; files: string[] };
 
-export function loadManifest(file: string, repoRoot: string): LoadResult {
+interface LoadState {
+  repo: RepoDirs;
+  files: string[];
+  diagnostics: Diagnostic[];
+  /** By real path: a file included from several places is read and parsed once. */
+  cache: Map<string, { root: LNode } | { failed: true }>;
+  loads: number;
+  bytes: number;
+  exhausted: boolean;
+}
+
+/** `repo`: the Repo (its cache, publish and signing dirs are never inputs), or just its root directory. */
+export function loadManifest(file: string, repo: string | RepoDirs): LoadResult {
+  const dirs = typeof repo === 'string' ? repoDirsOf(repo) : repo;
   const abs = path.resolve(file);
-  const files: string[] = [];
-  const diagnostics: Diagnostic[] = [];
-  const root = loadFile(abs, repoRoot, [], [], files, diagnostics);
-  if (!root || diagnostics.length) return { ok: false, diagnostics, files };
-  return { ok: true, manifest: { file: abs, root, files } };
+  const st: LoadState = { repo: dirs, files: [], diagnostics: [], cache: new Map(), loads: 0, bytes: 0, exhausted: false };
+  const shown = displayPath(dirs.root, abs);
+  let real = abs;
+  // A manifest named outside the repository comes from the operator's command line; one inside it obeys the input policy.
+  if (isInside(dirs.root, abs)) {
+    const r = resolveRepoInput(dirs, abs, 'file');
+    if (!r.ok && r.code !== 'missing' && r.code !== 'type') {
+      st.files.push(abs);
+      return { ok: false, diagnostics: [{ loc: { file: shown, line: 1, col: 1 }, message: `manifest "${shown}" ${r.reason}`, hint: r.hint }], files: st.files };
+    }
+    if (r.ok) real = r.path;
+  }
+  st.loads = 1;
+  try {
+    st.bytes = statSync(real).size;
+  } catch {
+    /* readManifestText reports it */
+  }
+  const root = loadFile(abs, real, [], [], [], st);
+  if (!root || st.diagnostics.length) return { ok: false, diagnostics: st.diagnostics, files: st.files };
+  return { ok: true, manifest: { file: abs, root, files: st.files } };
 }
 
 /** Reads a text file as a manifest: size limit, UTF-8 check, YAML parse. */
@@ -53,22 +83,40 @@ export function readManifestText(abs: string, shown: string): { text: string } |
   }
 }
 
-function loadFile(abs: string, repoRoot: string, chain: string[], via: Loc[], files: string[], diagnostics: Diagnostic[]): LNode | undefined {
+/**
+ * `abs` is the path as named (diagnostics, the include chain, `files`), `real`
+ * the same file with symlinks resolved (what is read, and its identity for
+ * cycles and the cache).
+ */
+function loadFile(abs: string, real: string, chain: string[], realChain: string[], via: Loc[], st: LoadState): LNode | undefined {
+  const repoRoot = st.repo.root;
   const shown = displayPath(repoRoot, abs);
-  files.push(abs);
-  const read = readManifestText(abs, shown);
-  if ('diagnostic' in read) {
-    diagnostics.push(withVia(read.diagnostic, via));
-    return undefined;
+  if (!st.files.includes(abs)) st.files.push(abs);
+  let parsedRoot: LNode;
+  const cached = st.cache.get(real);
+  if (cached) {
+    if ('failed' in cached) return undefined; // reported where it was first included
+    parsedRoot = cached.root;
+  } else {
+    const read = readManifestText(real, shown);
+    if ('diagnostic' in read) {
+      st.cache.set(real, { failed: true });
+      st.diagnostics.push(withVia(read.diagnostic, via));
+      return undefined;
+    }
+    const parsed = parseYaml(read.text, shown);
+    if (!parsed.ok) {
+      st.cache.set(real, { failed: true });
+      st.diagnostics.push(...parsed.diagnostics.map((d) => withVia(d, via)));
+      return undefined;
+    }
+    st.cache.set(real, { root: parsed.root });
+    parsedRoot = parsed.root;
   }
-  const parsed = parseYaml(read.text, shown);
-  if (!parsed.ok) {
-    diagnostics.push(...parsed.diagnostics.map((d) => withVia(d, via)));
-    return undefined;
-  }
-  const own = via.length ? relocate(parsed.root, via) : parsed.root;
+  // relocate() copies; the top-level file is never served from the cache (including it again is a cycle).
+  const own = via.length ? relocate(parsedRoot, via) : parsedRoot;
   if (own.kind !== 'map') {
-    diagnostics.push({ loc: own.loc, message: `a manifest must be a map of keys, not ${own.kind === 'seq' ? 'a list' : 'a single value'}`, hint: 'start with "name: ..." at column 1' });
+    st.diagnostics.push({ loc: own.loc, message: `a manifest must be a map of keys, not ${own.kind === 'seq' ? 'a list' : 'a single value'}`, hint: 'start with "name: ..." at column 1' });
     return undefined;
   }
   const includeEntry = own.entries.get('include');
@@ -80,7 +128,7 @@ function loadFile(abs: string, repoRoot: string, chain: string[], via: Loc[], fi
   const items = inc.kind === 'seq' ? inc.items : [inc];
   for (const item of items) {
     if (item.kind !== 'scalar' || typeof item.value !== 'string' || item.value === '') {
-      diagnostics.push({ loc: item.loc, path: 'include', message: 'must be a path or a list of paths to YAML files' });
+      st.diagnostics.push({ loc: item.loc, path: 'include', message: 'must be a path or a list of paths to YAML files' });
       continue;
     }
     includes.push({ path: item.value, loc: item.loc });
@@ -88,27 +136,30 @@ function loadFile(abs: string, repoRoot: string, chain: string[], via: Loc[], fi
 
   let merged: LNode | undefined;
   for (const { path: rel, loc } of includes) {
+    if (st.exhausted) break;
     const target = path.resolve(path.dirname(abs), rel);
-    const chainText = [...chain, abs, target].map((f) => displayPath(repoRoot, f)).join(' -> ');
-    if (!isInside(repoRoot, target)) {
-      diagnostics.push({ loc, path: 'include', message: `include "${rel}" leaves the repository`, hint: 'includes must live inside the repository' });
+    const r = resolveRepoInput(st.repo, rel, 'file', path.dirname(abs));
+    if (!r.ok) {
+      if (r.code === 'outside') st.diagnostics.push({ loc, path: 'include', message: `include "${rel}" leaves the repository`, hint: 'includes must live inside the repository' });
+      else if (r.code === 'missing') st.diagnostics.push({ loc, path: 'include', message: `included file "${rel}" does not exist (looked for ${displayPath(repoRoot, target)})` });
+      else st.diagnostics.push({ loc, path: 'include', message: `include "${rel}" ${r.reason}`, hint: r.hint });
       continue;
     }
-    if (target === abs || chain.includes(target)) {
-      diagnostics.push({ loc, path: 'include', message: `include cycle: ${chainText}` });
+    if (r.path === real || realChain.includes(r.path)) {
+      const chainText = [...chain, abs, target].map((f) => displayPath(repoRoot, f)).join(' -> ');
+      st.diagnostics.push({ loc, path: 'include', message: `include cycle: ${chainText}` });
       continue;
     }
-    let isFile = false;
-    try {
-      isFile = statSync(target).isFile();
-    } catch {
-      /* reported below */
+    const size = statSync(r.path).size;
+    if (st.loads + 1 > LIMITS.includeFiles || st.bytes + size > LIMITS.includeBytes) {
+      const what = st.loads + 1 > LIMITS.includeFiles ? `load more than ${LIMITS.includeFiles} files (LIMITS.includeFiles)` : `add up to more than ${LIMITS.includeBytes / 1048576} MiB (LIMITS.includeBytes)`;
+      st.diagnostics.push({ loc, path: 'include', message: `refused: this manifest and its includes ${what}`, hint: 'every inclusion counts, also of a file already included elsewhere' });
+      st.exhausted = true;
+      break;
     }
-    if (!isFile) {
-      diagnostics.push({ loc, path: 'include', message: `included file "${rel}" does not exist (looked for ${displayPath(repoRoot, target)})` });
-      continue;
-    }
-    const sub = loadFile(target, repoRoot, [...chain, abs], [loc, ...via], files, diagnostics);
+    st.loads++;
+    st.bytes += size;
+    const sub = loadFile(target, r.path, [...chain, abs], [...realChain, real], [loc, ...via], st);
     if (!sub) continue;
     merged = merged ? mergeNodes(merged, sub) : sub;
   }

@@ -3,11 +3,10 @@
  * image paths that must be normalized and unique, users and groups that must
  * agree, and a kernel wherever a boot needs one. Runs only on schema-valid input.
  */
-import { statSync } from 'node:fs';
 import path from 'node:path';
 import type { Diagnostic } from '../diagnostics.js';
 import { keyPath } from '../diagnostics.js';
-import { isNormalizedAbsolute, resolveInside } from '../paths.js';
+import { isNormalizedAbsolute, resolveRepoInput, type RepoDirs } from '../paths.js';
 import type { ImageManifest } from './types.js';
 import { locate } from './schema.js';
 import type { LNode } from './yaml.js';
@@ -21,21 +20,19 @@ export function hasKernel(m: ImageManifest): boolean {
   return (m.packages ?? []).some((p) => /^linux-image-/.test(p));
 }
 
-export function checkSemantics(m: ImageManifest, root: LNode, repoRoot: string): Diagnostic[] {
+/** `repo`: its root, plus the cache, publish and signing dirs no input may reach (the input policy, compiler/paths.ts). */
+export function checkSemantics(m: ImageManifest, root: LNode, repo: RepoDirs): Diagnostic[] {
   const out: Diagnostic[] = [];
   const at = (segs: (string | number)[], message: string, hint?: string, which: 'value' | 'key' = 'value') =>
     out.push({ loc: locate(root, segs, which), path: keyPath(segs), message, hint });
 
   const repoFile = (segs: (string | number)[], rel: string, kind: 'file' | 'directory') => {
-    const abs = resolveInside(repoRoot, rel);
-    if (!abs) return at(segs, `"${rel}" is outside the repository`, 'paths are relative to the repository root and may not leave it');
-    let st;
-    try {
-      st = statSync(abs);
-    } catch {
+    const r = resolveRepoInput(repo, rel, kind);
+    if (r.ok) return;
+    if (r.code === 'missing') {
       return at(segs, `${kind} "${rel}" does not exist in the repository`, kind === 'directory' ? 'overlay paths are relative to the repository root' : 'source paths are relative to the repository root');
     }
-    if (kind === 'directory' ? !st.isDirectory() : !st.isFile()) at(segs, `"${rel}" is not a ${kind}`);
+    at(segs, `"${rel}" ${r.reason}`, r.hint);
   };
 
   (m.overlays ?? []).forEach((o, i) => repoFile(['overlays', i], o, 'directory'));

@@ -4,7 +4,8 @@
  */
 import path from 'node:path';
 import { didYouMean, type Diagnostic } from '../diagnostics.js';
-import { displayPath } from '../paths.js';
+import { displayPath, type RepoDirs } from '../paths.js';
+import { repoDirsOf } from '../repo.js';
 import { loadManifest, type LoadedManifest } from './load.js';
 import { checkSchema, locate } from './schema.js';
 import { checkSemantics } from './semantic.js';
@@ -19,16 +20,19 @@ export interface ValidManifest extends LoadedManifest {
 
 export type ValidateResult = { ok: true; image: ValidManifest } | { ok: false; file: string; diagnostics: Diagnostic[]; files: string[] };
 
-export function validateManifest(file: string, repoRoot: string): ValidateResult {
+/** `repo`: the Repo, or its root (then its treecast.yaml says which dirs the input policy guards). */
+export function validateManifest(file: string, repo: string | RepoDirs): ValidateResult {
+  const dirs = typeof repo === 'string' ? repoDirsOf(repo) : repo;
+  const repoRoot = dirs.root;
   const abs = path.resolve(file);
-  const loaded = loadManifest(abs, repoRoot);
+  const loaded = loadManifest(abs, dirs);
   if (!loaded.ok) return { ok: false, file: abs, diagnostics: loaded.diagnostics, files: loaded.files };
   const { root } = loaded.manifest;
   const value = plain(root);
   const schemaDiags = checkSchema('image', root, value);
   if (schemaDiags.length) return { ok: false, file: abs, diagnostics: schemaDiags, files: loaded.manifest.files };
   const manifest = value as ImageManifest;
-  const semDiags = checkSemantics(manifest, root, repoRoot);
+  const semDiags = checkSemantics(manifest, root, dirs);
   if (semDiags.length) return { ok: false, file: abs, diagnostics: semDiags, files: loaded.manifest.files };
   return { ok: true, image: { ...loaded.manifest, manifest, shown: displayPath(repoRoot, abs) } };
 }
