@@ -314,6 +314,10 @@ describe('planAccounts', () => {
     expect(plan.files.group.split('\n')).toContain('svc:x:1999:');
     expect(plan.gidOf.get('svc')).toBe(1999);
   });
+
+  it('renumbering a group of the image onto a gid another group holds is refused (never two groups with one gid)', () => {
+    expect(() => planAccounts({ groups: [{ name: 'svc', gid: 27 }] }, image, 0, true)).toThrow(/gid 27 for group "svc" is already used in the image by "sudo"/);
+  });
 });
 
 describe('resolveInRoot, mkdirInRoot, copyTreeInto: nothing escapes the image root', () => {

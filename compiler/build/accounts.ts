@@ -58,6 +58,9 @@ export function planAccounts(m: Pick<ImageManifest, 'users' | 'groups'>, current
     const existing = group.find((r) => r[0] === name);
     if (existing) {
       if (gid !== undefined && Number(existing[2]) !== gid) {
+        // Renumbering onto a gid another group holds would give two groups one gid.
+        const holder = group.find((r) => r !== existing && Number(r[2]) === gid);
+        if (holder) throw new UserError(`gid ${gid} for group "${name}" is already used in the image by "${holder[0]}"`);
         usedGids.delete(Number(existing[2]));
         existing[2] = String(gid);
         usedGids.add(gid);
