@@ -1,5 +1,6 @@
-import path from 'node:path';
+import { UserError } from '../diagnostics.js';
 import { copyTreeInto } from '../build/rootfs.js';
+import { resolveRepoInput } from '../paths.js';
 import type { Step } from './step.js';
 
 /** base.source: tree — a directory of the repository is the starting root. */
@@ -8,8 +9,9 @@ export const baseTree: Step = {
   tools: [],
   applies: (m) => m.base.source === 'tree',
   async run(ctx) {
-    const src = path.resolve(ctx.repo.root, ctx.manifest.base.path!);
-    const n = copyTreeInto(src, ctx.root);
+    const src = resolveRepoInput(ctx.repo, ctx.manifest.base.path!, 'directory');
+    if (!src.ok) throw new UserError(`base.path "${ctx.manifest.base.path}" ${src.reason}`);
+    const n = copyTreeInto(src.path, ctx.root);
     return `${n} entries from ${ctx.manifest.base.path}`;
   },
 };

@@ -1,7 +1,7 @@
 import { UserError } from '../diagnostics.js';
 import { copyFileIn, symlinkIn, writeFileIn } from '../build/rootfs.js';
 import type { FileEntry } from '../manifest/types.js';
-import { resolveInside } from '../paths.js';
+import { resolveRepoInput, type RepoDirs } from '../paths.js';
 import { accountPlan } from './users.js';
 import type { Step } from './step.js';
 
@@ -27,7 +27,7 @@ export const files: Step = {
     const plan = accountPlan(ctx);
     ctx.manifest.files!.forEach((f, i) => {
       try {
-        writeEntry(ctx.root, ctx.repo.root, f, plan.uidOf, plan.gidOf);
+        writeEntry(ctx.root, ctx.repo, f, plan.uidOf, plan.gidOf);
       } catch (err) {
         const where = `files[${i}] (${f.path})`;
         if (err instanceof UserError) throw new UserError(`${where}: ${err.message}`);
@@ -38,16 +38,17 @@ export const files: Step = {
   },
 };
 
-function writeEntry(root: string, repoRoot: string, f: FileEntry, uids: Map<string, number>, gids: Map<string, number>): void {
+function writeEntry(root: string, repo: RepoDirs, f: FileEntry, uids: Map<string, number>, gids: Map<string, number>): void {
   const uid = resolveId(f.owner, uids, 'owner');
   const gid = resolveId(f.group, gids, 'group');
   if (f.symlink !== undefined) return symlinkIn(root, f.path, f.symlink, { uid, gid });
   const attrs = { uid, gid, mode: f.mode !== undefined ? parseInt(f.mode, 8) : 0o644 };
   if (f.source === undefined) return writeFileIn(root, f.path, f.content!, attrs);
-  const src = resolveInside(repoRoot, f.source);
-  if (!src) throw new UserError(`source "${f.source}" is outside the repository`);
+  // The real path: copyFileIn refuses a final symlink, and an in-repo link is a fine source.
+  const src = resolveRepoInput(repo, f.source, 'file');
+  if (!src.ok) throw new UserError(src.code === 'missing' ? `source file "${f.source}" no longer exists in the repository` : `source "${f.source}" ${src.reason}`);
   try {
-    copyFileIn(root, src, f.path, attrs);
+    copyFileIn(root, src.path, f.path, attrs);
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') throw new UserError(`source file "${f.source}" no longer exists in the repository`);
     throw err;

@@ -1,7 +1,6 @@
-import path from 'node:path';
 import { UserError, withContext } from '../diagnostics.js';
 import { copyTreeInto } from '../build/rootfs.js';
-import { resolveInside } from '../paths.js';
+import { resolveRepoInput } from '../paths.js';
 import type { Step } from './step.js';
 
 export const overlays: Step = {
@@ -12,9 +11,10 @@ export const overlays: Step = {
     let n = 0;
     for (const o of ctx.manifest.overlays!) {
       try {
-        const dir = resolveInside(ctx.repo.root, o);
-        if (!dir) throw new UserError('the overlay is outside the repository');
-        n += copyTreeInto(path.resolve(dir), ctx.root);
+        // By its real path: an overlay that is itself an in-repo symlink is copied from where it points.
+        const dir = resolveRepoInput(ctx.repo, o, 'directory');
+        if (!dir.ok) throw new UserError(`"${o}" ${dir.reason}`);
+        n += copyTreeInto(dir.path, ctx.root);
       } catch (err) {
         throw withContext(`applying overlay ${o}`, err);
       }

@@ -4,7 +4,7 @@ import { run, type RunResult } from '../exec.js';
 import { UserError } from '../diagnostics.js';
 import { resolveInRoot } from '../build/rootfs.js';
 import { locate } from '../manifest/schema.js';
-import { resolveInside } from '../paths.js';
+import { repoInputPath } from '../paths.js';
 import { hostProcEntries, sandboxArgs, type Bind } from './sandbox.js';
 import type { BuildContext, Step } from './step.js';
 
@@ -34,7 +34,7 @@ export const postprocess: Step = {
     }
     const file = ctx.manifest['postprocess-script'];
     if (file) {
-      const src = resolveInside(ctx.repo.root, file);
+      const src = repoInputPath(ctx.repo, file, 'file');
       if (!src || !existsSync(src)) throw new UserError(`postprocess-script "${file}" no longer exists in the repository`);
       const inImage = '/tmp/.treecast-postprocess';
       // /tmp is a fresh tmpfs inside the sandbox: bind the script in from the host instead.
