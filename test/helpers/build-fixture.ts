@@ -122,8 +122,8 @@ export interface Fixture {
   /** git add -A && git commit (at FIXTURE_EPOCH unless told otherwise); returns the new HEAD. */
   commit(message?: string, epoch?: number): string;
   head(): string;
-  /** treecast <args> --repo DIR, with the fixture's cache dir unless `cacheDir` is given. */
-  cli(args: string[], opts?: { cacheDir?: string; timeoutMs?: number }): CliResult;
+  /** treecast <args> --repo DIR, with the fixture's cache dir unless `cacheDir` is given; `env` is added to the CLI's environment. */
+  cli(args: string[], opts?: { cacheDir?: string; timeoutMs?: number; env?: NodeJS.ProcessEnv }): CliResult;
   /** `build --json` that must succeed; returns the parsed images. */
   build(names?: string[], opts?: { cacheDir?: string; force?: boolean }): BuiltImage[];
   /** The CLI started in the background (for signals). */
@@ -193,7 +193,7 @@ export function makeRepo(opts: { files: Record<string, FileSpec>; git?: boolean;
     cli(args, o = {}) {
       const r = spawnSync(process.execPath, [BIN, ...args, '--repo', dir], {
         cwd: dir,
-        env: cliEnv(o.cacheDir ?? cacheDir),
+        env: { ...cliEnv(o.cacheDir ?? cacheDir), ...o.env },
         encoding: 'utf8',
         timeout: o.timeoutMs ?? 120_000,
         maxBuffer: 64 * 1024 * 1024,
