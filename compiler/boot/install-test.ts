@@ -67,6 +67,8 @@ export async function installHost(osname: string, remote: Remote, kargs: string[
 export async function adoptHost(sysroot: string): Promise<Host> {
   // Checked before mkfs.ext4 -d copies a directory that may not be a sysroot at all.
   if (!loaderEntries(sysroot).length) throw new UserError(`${sysroot}: no boot loader entries (is it a sysroot with a deployment? see \`ostree admin status --sysroot=${sysroot}\`)`);
+  // Two "unknown"s must never agree: a pass needs a real commit named by the entry and by the booted system.
+  if (!loaderEntries(sysroot)[0]!.commit) throw new UserError(`${sysroot}: the default boot loader entry names no deployment commit (its ostree= argument does not lead to ostree/deploy/<os>/deploy/<checksum>.N), so the boot could not be checked`);
   return prepareHost({ osname: path.basename(sysroot), prefix: 'treecast-host-adopted-', sysroot }, async () => {});
 }
 

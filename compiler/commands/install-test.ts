@@ -73,7 +73,7 @@ async function bootExisting(ctx: CommandContext, sysroot: string, logs: string, 
   const host = await adoptHost(sysroot);
   try {
     const boot = await bootHost(host, path.join(logs, `install-test-${path.basename(sysroot)}.log`), timeoutMs);
-    return report(ctx, { sysroot, expected: boot.entryCommit ?? 'unknown', expectedWhat: 'default deployment', boot, timings: host.timings });
+    return report(ctx, { sysroot, expected: boot.entryCommit!, expectedWhat: 'default deployment', boot, timings: host.timings });
   } finally {
     await destroyHost(host);
   }
@@ -83,7 +83,7 @@ function report(
   ctx: CommandContext,
   r: { image?: string; ref?: string; sysroot?: string; expected: string; expectedWhat: string; boot: { commit: string; deployment: string }; timings: PhaseTimings },
 ): number {
-  const ok = r.boot.commit === r.expected && r.boot.deployment === 'ostree';
+  const ok = /^[0-9a-f]{64}$/.test(r.boot.commit) && r.boot.commit === r.expected && r.boot.deployment === 'ostree';
   if (ctx.json) printJson({ image: r.image, ref: r.ref, sysroot: r.sysroot, expected: r.expected, booted: r.boot.commit, deployment: r.boot.deployment, ok, timings: r.timings });
   else {
     process.stdout.write(`${r.image ?? r.sysroot}: booted ${r.boot.commit} (${r.boot.deployment}), ${r.expectedWhat} ${r.expected}: ${ok ? 'OK' : 'MISMATCH'}\n`);
