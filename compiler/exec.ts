@@ -79,6 +79,7 @@ export function quoteArgv(argv: readonly string[]): string {
 const execaRunner: Runner = async (cmd, args, opts) => {
   const options: Options = {
     cwd: opts.cwd,
+    // An object even when env is absent: execa would pass undefined on, and Node then inherits everything.
     env: opts.cleanEnv ? { ...opts.env } : opts.env,
     extendEnv: !opts.cleanEnv,
     input: opts.input,
@@ -164,15 +165,17 @@ export interface Started {
   /** Resolves when the program exits (never rejects). */
   done: Promise<{ exitCode: number | undefined; signal?: string }>;
   kill(signal?: NodeJS.Signals): void;
+  /** End the program's stdin (with `stdinPipe`): a lock holder exits on EOF. */
+  closeStdin(): void;
 }
 
 /**
  * Start a long-running program and see its output line by line (QEMU's
  * serial console). The caller decides when it has seen enough and kills it.
  */
-export function start(cmd: string, args: readonly string[], opts: { onLine: (line: string) => void; cwd?: string }): Started {
+export function start(cmd: string, args: readonly string[], opts: { onLine: (line: string) => void; cwd?: string; stdinPipe?: boolean }): Started {
   debug(`$ ${quoteArgv([cmd, ...args])} &`);
-  const child = execa(cmd, args, { cwd: opts.cwd, reject: false, stdin: 'ignore', stdout: 'pipe', stderr: 'pipe', buffer: false });
+  const child = execa(cmd, args, { cwd: opts.cwd, reject: false, stdin: opts.stdinPipe ? 'pipe' : 'ignore', stdout: 'pipe', stderr: 'pipe', buffer: false });
   let partial = '';
   const feed = (chunk: Buffer | string) => {
     partial += chunk.toString();
@@ -190,5 +193,5 @@ export function start(cmd: string, args: readonly string[], opts: { onLine: (lin
     },
     () => ({ exitCode: undefined }),
   );
-  return { done, kill: (signal = 'SIGKILL') => child.kill(signal) };
+  return { done, kill: (signal = 'SIGKILL') => child.kill(signal), closeStdin: () => child.stdin?.end() };
 }
