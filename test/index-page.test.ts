@@ -36,6 +36,9 @@ describe('index.html in a real browser', () => {
     pub = f.dir('public');
     server = await startServer({ dir: pub, host: '127.0.0.1', port: 0, log: (l) => requests.push(l) });
     f.setConfig({ url: server.url });
+    // One file that is not world-readable, so the page has a list to show.
+    fs.writeFileSync(path.join(f.spec, 'tree/etc/app.key'), 'not a real key\n');
+    fs.chmodSync(path.join(f.spec, 'tree/etc/app.key'), 0o600);
     await f.commit('publish at the test server');
     v1 = await f.build();
     await f.mustPublish(pub);
@@ -138,6 +141,29 @@ describe('index.html in a real browser', () => {
     }
     const ks = await (await page.request.get(`${server.url}/kickstart/${HOST}.ks`)).text();
     expect(ks).toMatch(new RegExp(`^ostreesetup --osname=${HOST} .*--ref=${HOST_REF}`, 'm'));
+  });
+
+  it('shows per version how many files are not world-readable, with the list behind a <details>', async () => {
+    for (const name of [HOST, NETBOOT]) {
+      for (const built of [v1[name]!, v2[name]!]) {
+        const manifest = JSON.parse(fs.readFileSync(path.join(pub, 'images', name, built.version, 'MANIFEST.json'), 'utf8')) as { privateFiles: { path: string; mode: string; owner: number; group: number }[] };
+        const n = manifest.privateFiles.length;
+        expect(manifest.privateFiles.map((p) => p.path)).toContain('/etc/app.key');
+        const row = page.locator(`section[data-image="${name}"] tr[data-version="${built.version}"]`);
+        const details = row.locator('details.private');
+        expect(await details.getAttribute('data-count')).toBe(String(n));
+        expect((await details.locator('summary').innerText()).trim()).toBe(`${n} ${n === 1 ? 'file' : 'files'} not world-readable`);
+        expect(await details.locator('summary').isVisible()).toBe(true);
+        // Closed until a person opens it; then every entry is there.
+        const items = details.locator('li');
+        expect(await items.first().isVisible()).toBe(false);
+        await details.locator('summary').click();
+        expect(await items.first().isVisible()).toBe(true);
+        const key = manifest.privateFiles.find((p) => p.path === '/etc/app.key')!;
+        expect(await items.allInnerTexts()).toContain(`${key.mode} ${key.owner}:${key.group} /etc/app.key`);
+        expect(await items.count()).toBe(n);
+      }
+    }
   });
 
   it('renders legibly (screenshot in test-artifacts/index.png)', async () => {
