@@ -29,6 +29,7 @@ export const PROVIDERS: Record<string, string> = {
   chattr: 'e2fsprogs',
   chromium: 'chromium',
   cpio: 'cpio',
+  rsync: 'rsync',
 };
 
 export interface RunOptions {

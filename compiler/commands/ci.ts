@@ -7,11 +7,12 @@ import { buildAndPublish, unpublished } from '../pipeline.js';
 import { openRepo } from '../repo.js';
 import { printJson, type Command } from './command.js';
 import { serveCommand } from './serve.js';
+import { checkDestination, parseDestination, uploadTree } from '../publish/upload.js';
 
 export const ciCommand: Command = {
   name: 'ci',
   summary: 'validate, plan, build the affected images and publish them (what CI runs on push)',
-  usage: 'treecast ci [--since REV] [--all] [--allow-dirty] [--serve [--port N]] [--json]',
+  usage: 'treecast ci [--since REV] [--all] [--allow-dirty] [--to DEST] [--serve [--port N]] [--json]',
   help: [
     'Affected images: those whose inputs changed since REV (default HEAD~1), plus images never published.',
     'Exit 0 when everything affected was built and published, 1 on invalid input or a failed build, 2 on usage errors.',
@@ -20,10 +21,14 @@ export const ciCommand: Command = {
     '  --all           build and publish every image',
     '  --allow-dirty   publish even when the working tree has uncommitted changes',
     '  --serve         then serve the publish dir (127.0.0.1, --port, default 8080)',
+    '  --to DEST       then upload the publish dir with rsync to DEST (a directory or [user@]host:path), see publish --help',
   ].join('\n'),
-  options: { since: { type: 'string' }, all: { type: 'boolean' }, 'allow-dirty': { type: 'boolean' }, serve: { type: 'boolean' }, port: { type: 'string' }, host: { type: 'string' } },
+  options: { since: { type: 'string' }, all: { type: 'boolean' }, 'allow-dirty': { type: 'boolean' }, serve: { type: 'boolean' }, port: { type: 'string' }, host: { type: 'string' }, to: { type: 'string' } },
   async run(ctx) {
     const repo = openRepo({ repo: ctx.repo });
+    // A bad DEST is refused before the build, not after it.
+    const to = ctx.values.to !== undefined ? parseDestination(String(ctx.values.to)) : undefined;
+    if (to) checkDestination(repo.publishDir, to);
     const git = await gitDescribe(repo.root);
     if (git.endsWith('-dirty') && !ctx.values['allow-dirty']) {
       throw new UserError('the working tree has uncommitted changes: commit them, or pass --allow-dirty (published commits then record a -dirty git id)');
@@ -35,6 +40,8 @@ export const ciCommand: Command = {
     const selected = all.filter((i) => names.has(i.manifest.name));
     process.stderr.write(`ci: ${selected.length} of ${all.length} image(s) to build and publish${selected.length ? `: ${selected.map((i) => i.manifest.name).join(', ')}` : ''}\n`);
     const result = await buildAndPublish(repo, all, selected, interruptSignal());
+    // Also when nothing was rebuilt: the destination catches up with the local tree.
+    if (to) await uploadTree(repo.publishDir, to, { progress: Boolean(process.stderr.isTTY && process.stdout.isTTY && !ctx.json) });
     if (ctx.json) printJson({ git, since: plan.since, affected: plan.affected, built: result.built, published: result.published });
     else {
       for (const b of result.built) {

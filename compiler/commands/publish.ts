@@ -3,13 +3,14 @@ import { EXIT, UsageError } from '../diagnostics.js';
 import { loadImages } from '../images.js';
 import { builtItems } from '../publish/items.js';
 import { publish, publishOptions } from '../publish/publish.js';
+import { checkDestination, parseDestination, uploadTree } from '../publish/upload.js';
 import { openRepo } from '../repo.js';
 import { printJson, type Command } from './command.js';
 
 export const publishCommand: Command = {
   name: 'publish',
   summary: 'put built images into the publish dir: OSTree repo, artifacts, kickstart, iPXE, index',
-  usage: 'treecast publish [image...] [--from CACHE...] [--dir public] [--url URL] [--gpg-key ID --gpg-homedir DIR] [--json]',
+  usage: 'treecast publish [image...] [--from CACHE...] [--dir public] [--url URL] [--gpg-key ID --gpg-homedir DIR] [--to DEST] [--json]',
   help: [
     'Publishes the last build of each image (default: all images). Crash-safe: objects, then artifacts,',
     'then refs and the summary; a killed publish leaves the previous state intact.',
@@ -19,13 +20,17 @@ export const publishCommand: Command = {
     '  --gpg-key ID       sign commits, summary and SHA256SUMS with this key',
     '  --gpg-homedir DIR  GnuPG home holding the key',
     '  --from CACHE       take build results from this cache dir (repeatable; CI matrix jobs each build into their own)',
+    '  --to DEST          then upload the publish dir with rsync to DEST, a directory or [user@]host:path (SSH),',
+    '                     in the order that keeps clients consistent (docs/serving.md)',
   ].join('\n'),
-  options: { from: { type: 'string', multiple: true }, dir: { type: 'string' }, url: { type: 'string' }, 'gpg-key': { type: 'string' }, 'gpg-homedir': { type: 'string' }, 'crash-after': { type: 'string' } },
+  options: { from: { type: 'string', multiple: true }, dir: { type: 'string' }, url: { type: 'string' }, 'gpg-key': { type: 'string' }, 'gpg-homedir': { type: 'string' }, to: { type: 'string' }, 'crash-after': { type: 'string' } },
   async run(ctx) {
     const repo = openRepo({ repo: ctx.repo });
     const { selected } = loadImages(repo, ctx.positionals);
     const v = ctx.values;
     if (v['gpg-homedir'] && !v['gpg-key']) throw new UsageError('--gpg-homedir needs --gpg-key');
+    // Checked before any work: a bad DEST is a usage error, not a failure after a long publish.
+    const to = v.to !== undefined ? parseDestination(String(v.to)) : undefined;
     const overrides: Parameters<typeof publishOptions>[1] = {};
     if (v.dir) overrides.dir = path.resolve(String(v.dir));
     if (v.url) overrides.url = String(v.url).replace(/\/+$/, '');
@@ -33,10 +38,13 @@ export const publishCommand: Command = {
     // Undocumented test hook: simulate a crash after a phase (see test/publish-crash.test.ts).
     if (v['crash-after']) overrides.crashAfter = String(v['crash-after']);
     const opts = publishOptions(repo, overrides);
+    if (to) checkDestination(opts.dir, to);
     const from = (v.from as string[] | undefined)?.map((d) => path.resolve(d));
     const items = await builtItems(repo, selected, from?.length ? from : undefined);
     const published = await publish(items, opts);
-    if (ctx.json) printJson({ dir: opts.dir, url: opts.url, signed: Boolean(opts.key), images: published });
+    // rsync's progress goes to our stdout (the exec wrapper inherits it there): only for a person at a terminal, never into --json.
+    const uploaded = to ? await uploadTree(opts.dir, to, { progress: Boolean(process.stderr.isTTY && process.stdout.isTTY && !ctx.json) }) : undefined;
+    if (ctx.json) printJson({ dir: opts.dir, url: opts.url, signed: Boolean(opts.key), images: published, ...(uploaded ? { upload: uploaded } : {}) });
     else for (const p of published) process.stdout.write(`${p.name}\t${p.version}\t${p.commit}\t${p.delta ? `delta ${p.delta}` : 'no delta'}\n`);
     return EXIT.ok;
   },
