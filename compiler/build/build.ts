@@ -16,7 +16,8 @@ import type { BuildContext } from '../steps/step.js';
 import { canonicalJson, computeInputHash, sha256 } from './input-hash.js';
 import { commitMetadata, ensureRepo, refVersions, revParse } from './ostree.js';
 import { emitImage } from './emit.js';
-import { buildOrder, defaultVersionPrefix, nextVersion, planSteps } from './plan.js';
+import { buildOrder, defaultVersionPrefix, planSteps } from './plan.js';
+import { localTip, openPublishedHistory, planHistory, type PublishedHistory } from './remote-history.js';
 
 export interface StepTiming {
   name: string;
@@ -37,12 +38,31 @@ export interface ImageBuildResult {
   artifacts: { type: string; path: string; size: number; sha256: string }[];
   /** Directory holding the artifacts, MANIFEST.json and SHA256SUMS. */
   outDir?: string;
+  /**
+   * For a cached result: where its commit is. `published` means it is the
+   * published tip and exists only in the published tree — nothing was emitted,
+   * and there is nothing to publish.
+   */
+  upToDate?: 'local' | 'published';
+  /** Parent of a new commit (a local commit, or the published tip it continues from). */
+  parent?: string;
+  /** The published tip of the ref seen before building (publish.url set, remote history on). */
+  published?: { url: string; commit: string; version: string };
+  /** base: {source: image}: the base commit this image was hashed against (and, when built, started from), and where it came from. */
+  base?: { name: string; commit: string; from: 'built' | 'local' | 'published' };
 }
 
 export interface BuildOptions {
   /** Rebuild even when the input hash is already on the ref. */
   force?: boolean;
   signal?: AbortSignal;
+  /**
+   * Continue from the published tree at treecast.yaml publish.url (versions,
+   * parents, unchanged inputs, base images): `true` reads it here, an object
+   * is one already read (ci reads it first to know what is published).
+   * Without publish.url in treecast.yaml the network is never touched.
+   */
+  remoteHistory?: boolean | PublishedHistory;
 }
 
 export const localRepoPath = (repo: Repo) => path.join(repo.cacheDir, 'repo');
@@ -62,10 +82,20 @@ export async function buildImages(repo: Repo, all: ValidManifest[], selected: Va
   await ensureRepo(localRepo, 'bare-user');
   const epoch = await sourceDateEpoch(repo);
   const gitCommit = await gitDescribe(repo.root);
+  const order = buildOrder(all, selected);
+  const history =
+    typeof opts.remoteHistory === 'object' ? opts.remoteHistory : opts.remoteHistory ? await openPublishedHistory(repo, localRepo, order.map((i) => defaultRef(repo, i.manifest)), signal) : undefined;
   const results: ImageBuildResult[] = [];
-  for (const image of buildOrder(all, selected)) {
+  const done = new Map<string, ImageBuildResult>();
+  for (const image of order) {
     try {
-      const built = await buildOne(repo, all, image, { localRepo, epoch, gitCommit, signal, force: Boolean(opts.force) });
+      const built = await buildOne(repo, all, image, { localRepo, epoch, gitCommit, signal, force: Boolean(opts.force), history, done });
+      done.set(built.name, built);
+      if (built.upToDate === 'published') {
+        // Its content is in the published tree only, and its artifacts were published with it: nothing to emit.
+        results.push(built);
+        continue;
+      }
       const commitEpoch = Number((await commitMetadata(localRepo, built.commit, 'treecast.source-date-epoch')) ?? epoch);
       const emitted = await emitImage(repo, image.manifest, built, commitEpoch, signal);
       built.outDir = emitted.dir;
@@ -85,6 +115,9 @@ interface Shared {
   gitCommit: string;
   signal: AbortSignal;
   force: boolean;
+  history?: PublishedHistory;
+  /** Results of this run so far: a derived image's base is always among them (buildOrder). */
+  done: Map<string, ImageBuildResult>;
 }
 
 async function buildOne(repo: Repo, all: ValidManifest[], image: ValidManifest, s: Shared): Promise<ImageBuildResult> {
@@ -93,14 +126,40 @@ async function buildOne(repo: Repo, all: ValidManifest[], image: ValidManifest, 
   const ref = defaultRef(repo, m);
   const baseImage = m.base.source === 'image' ? all.find((i) => i.manifest.name === m.base.image) : undefined;
   const baseRef = baseImage ? defaultRef(repo, baseImage.manifest) : undefined;
-  const baseCommit = baseRef ? await revParse(s.localRepo, baseRef) : undefined;
+  // The base's result in this run names its commit even when that commit is only in the published tree.
+  const baseDone = baseImage ? s.done.get(baseImage.manifest.name) : undefined;
+  const baseCommit = baseDone?.commit ?? (baseRef ? await revParse(s.localRepo, baseRef) : undefined);
+  const base =
+    baseImage && baseCommit
+      ? { name: baseImage.manifest.name, commit: baseCommit, from: baseDone?.upToDate ?? (baseDone && !baseDone.cached ? ('built' as const) : ('local' as const)) }
+      : undefined;
   const inputHash = computeInputHash(m, repo.root, baseCommit);
-  const existing = await revParse(s.localRepo, ref);
+  const prefix = m['automatic-version-prefix'] ?? defaultVersionPrefix(s.epoch);
+  const published = s.history?.tip(ref);
+  const decision = planHistory({
+    inputHash,
+    force: s.force,
+    prefix,
+    local: await localTip(s.localRepo, ref),
+    published,
+    localVersions: await refVersions(s.localRepo, ref),
+    publicDirVersions: await refVersions(path.join(repo.publishDir, 'repo'), ref),
+  });
+  const seen = published && s.history ? { url: s.history.url, commit: published.commit, version: published.version ?? '' } : undefined;
+  const tipText = seen ? `published tip ${seen.version} (${seen.commit.slice(0, 12)}) at ${seen.url}` : undefined;
+  if (decision.note) info(`${m.name}: ${decision.note}`);
 
-  if (existing && !s.force && (await commitMetadata(s.localRepo, existing, 'treecast.input-hash')) === inputHash) {
-    const version = (await commitMetadata(s.localRepo, existing, 'version')) ?? '';
-    info(`${m.name}: up to date (${version}, ${existing.slice(0, 12)}), inputs unchanged`);
-    return { name: m.name, ref, commit: existing, version, inputHash, cached: true, seconds: 0, steps: [], artifacts: [] };
+  if (decision.action === 'cached') {
+    if (decision.from === 'published') info(`${m.name}: up to date with the ${tipText}, inputs unchanged: nothing to build, emit or publish`);
+    else info(`${m.name}: up to date (${decision.version}, ${decision.commit.slice(0, 12)}), inputs unchanged`);
+    return { name: m.name, ref, commit: decision.commit, version: decision.version, inputHash, cached: true, seconds: 0, steps: [], artifacts: [], upToDate: decision.from, published: seen, base };
+  }
+  if (tipText) info(`${m.name}: ${tipText}; continuing at ${decision.version}${decision.parentFrom === 'local' ? ` on the newer local ${decision.parent!.slice(0, 12)}` : ''}`);
+
+  // A base known only from the published tree: fetch that commit in full instead of rebuilding the base.
+  if (base?.from === 'published' && s.history) {
+    const t0 = performance.now();
+    if (await s.history.ensureCommit(base.commit, s.signal)) info(`${m.name}: pulled base ${base.name} ${base.commit.slice(0, 12)} from ${s.history.url} in ${((performance.now() - t0) / 1000).toFixed(1)}s`);
   }
 
   const steps = planSteps(m);
@@ -114,7 +173,8 @@ async function buildOne(repo: Repo, all: ValidManifest[], image: ValidManifest, 
     image,
     manifest: m,
     ref,
-    baseRef,
+    // The exact base commit (a checksum is a rev too): a published base has no local ref.
+    baseRef: baseCommit ?? baseRef,
     root: path.join(workDir, 'root'),
     workDir,
     localRepo: s.localRepo,
@@ -142,15 +202,14 @@ async function buildOne(repo: Repo, all: ValidManifest[], image: ValidManifest, 
       info(`  ${step.name.padEnd(18)} ${seconds.toFixed(1).padStart(6)}s  ${detail ?? ''}`);
     }
     s.signal.throwIfAborted();
-    const prefix = m['automatic-version-prefix'] ?? defaultVersionPrefix(s.epoch);
-    const published = path.join(repo.publishDir, 'repo');
-    const version = nextVersion(prefix, [...(await refVersions(s.localRepo, ref)), ...(await refVersions(published, ref))]);
+    const version = decision.version;
     const t0 = performance.now();
-    const commit = await commitTree(ctx, { version, parent: existing, manifestSha256: sha256(canonicalJson(m)), inputHash, gitCommit: s.gitCommit });
+    // The parent may be a published commit absent from the build repo: ostree records its id without needing it.
+    const commit = await commitTree(ctx, { version, parent: decision.parent, manifestSha256: sha256(canonicalJson(m)), inputHash, gitCommit: s.gitCommit });
     const seconds = (performance.now() - t0) / 1000;
     timings.push({ name: 'commit', seconds });
     info(`  ${'commit'.padEnd(18)} ${seconds.toFixed(1).padStart(6)}s  ${ref} ${version} ${commit.slice(0, 12)}`);
-    return { name: m.name, ref, commit, version, inputHash, cached: false, seconds: (performance.now() - started) / 1000, steps: timings, artifacts: [] };
+    return { name: m.name, ref, commit, version, inputHash, cached: false, seconds: (performance.now() - started) / 1000, steps: timings, artifacts: [], parent: decision.parent, published: seen, base };
   } finally {
     rmSync(workDir, { recursive: true, force: true });
   }

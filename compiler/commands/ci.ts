@@ -3,7 +3,12 @@ import { gitDescribe } from '../git.js';
 import { planChanges } from '../gitops/plan.js';
 import { loadImages } from '../images.js';
 import { interruptSignal } from '../interrupt.js';
-import { buildAndPublish, unpublished } from '../pipeline.js';
+import { buildImages, localRepoPath } from '../build/build.js';
+import { openPublishedHistory } from '../build/remote-history.js';
+import { defaultRef } from '../images.js';
+import { unpublished } from '../pipeline.js';
+import { builtItems } from '../publish/items.js';
+import { publish, publishOptions } from '../publish/publish.js';
 import { openRepo } from '../repo.js';
 import { printJson, type Command } from './command.js';
 import { serveCommand } from './serve.js';
@@ -12,18 +17,21 @@ import { checkDestination, parseDestination, uploadTree } from '../publish/uploa
 export const ciCommand: Command = {
   name: 'ci',
   summary: 'validate, plan, build the affected images and publish them (what CI runs on push)',
-  usage: 'treecast ci [--since REV] [--all] [--allow-dirty] [--to DEST] [--serve [--port N]] [--json]',
+  usage: 'treecast ci [--since REV] [--all] [--allow-dirty] [--no-remote-history] [--to DEST] [--serve [--port N]] [--json]',
   help: [
     'Affected images: those whose inputs changed since REV (default HEAD~1), plus images never published.',
+    'With publish.url in treecast.yaml, builds continue from the published tree (see treecast build --help);',
+    'an image up to date with its published tip is not published again.',
     'Exit 0 when everything affected was built and published, 1 on invalid input or a failed build, 2 on usage errors.',
     'Options:',
     '  --since REV     commit to compare with (in GitHub Actions: ${{ github.event.before }})',
     '  --all           build and publish every image',
     '  --allow-dirty   publish even when the working tree has uncommitted changes',
+    '  --no-remote-history  do not read publish.url: build from the local cache and publish dir only',
     '  --serve         then serve the publish dir (127.0.0.1, --port, default 8080)',
     '  --to DEST       then upload the publish dir with rsync to DEST (a directory or [user@]host:path), see publish --help',
   ].join('\n'),
-  options: { since: { type: 'string' }, all: { type: 'boolean' }, 'allow-dirty': { type: 'boolean' }, serve: { type: 'boolean' }, port: { type: 'string' }, host: { type: 'string' }, to: { type: 'string' } },
+  options: { since: { type: 'string' }, all: { type: 'boolean' }, 'allow-dirty': { type: 'boolean' }, 'no-remote-history': { type: 'boolean' }, serve: { type: 'boolean' }, port: { type: 'string' }, host: { type: 'string' }, to: { type: 'string' } },
   async run(ctx) {
     const repo = openRepo({ repo: ctx.repo });
     // A bad DEST is refused before the build, not after it.
@@ -36,17 +44,28 @@ export const ciCommand: Command = {
     const { all } = loadImages(repo);
     const plan = await planChanges(repo, all, ctx.values.since as string | undefined);
     const names = new Set(ctx.values.all ? all.map((i) => i.manifest.name) : plan.affected.map((a) => a.name));
-    for (const img of await unpublished(repo, all)) names.add(img.manifest.name);
+    const signal = interruptSignal();
+    // Read once: it also tells which refs are published when this runner's publish dir is empty.
+    const history = ctx.values['no-remote-history'] ? undefined : await openPublishedHistory(repo, localRepoPath(repo), all.map((i) => defaultRef(repo, i.manifest)), signal);
+    for (const img of await unpublished(repo, all)) if (!history?.refs.has(defaultRef(repo, img.manifest))) names.add(img.manifest.name);
     const selected = all.filter((i) => names.has(i.manifest.name));
     process.stderr.write(`ci: ${selected.length} of ${all.length} image(s) to build and publish${selected.length ? `: ${selected.map((i) => i.manifest.name).join(', ')}` : ''}\n`);
-    const result = await buildAndPublish(repo, all, selected, interruptSignal());
+    // pipeline.ts's buildAndPublish, except that an image up to date with its published tip exists only there: nothing to publish for it.
+    const result = { built: [] as Awaited<ReturnType<typeof buildImages>>, published: [] as Awaited<ReturnType<typeof publish>> };
+    if (selected.length) {
+      result.built = await buildImages(repo, all, selected, { signal, remoteHistory: history ?? false });
+      const upToDate = new Set(result.built.filter((b) => b.upToDate === 'published').map((b) => b.name));
+      const toPublish = selected.filter((i) => !upToDate.has(i.manifest.name));
+      if (toPublish.length) result.published = await publish(await builtItems(repo, toPublish), publishOptions(repo));
+    }
     // Also when nothing was rebuilt: the destination catches up with the local tree.
     if (to) await uploadTree(repo.publishDir, to, { progress: Boolean(process.stderr.isTTY && process.stdout.isTTY && !ctx.json) });
     if (ctx.json) printJson({ git, since: plan.since, affected: plan.affected, built: result.built, published: result.published });
     else {
       for (const b of result.built) {
         const p = result.published.find((x) => x.name === b.name);
-        process.stdout.write(`${b.name}\t${b.version}\t${b.commit.slice(0, 12)}\t${b.cached ? 'cached' : `built in ${b.seconds.toFixed(1)}s`}\t${p ? (p.delta ? `published (delta ${p.delta})` : 'published') : 'not published (base of another image)'}\n`);
+        const status = p ? (p.delta ? `published (delta ${p.delta})` : 'published') : b.upToDate === 'published' ? 'up to date with the published tree' : 'not published (base of another image)';
+        process.stdout.write(`${b.name}\t${b.version}\t${b.commit.slice(0, 12)}\t${b.cached ? 'cached' : `built in ${b.seconds.toFixed(1)}s`}\t${status}\n`);
       }
     }
     if (ctx.values.serve) return serveCommand.run({ ...ctx, values: { port: ctx.values.port, host: ctx.values.host } });
