@@ -22,6 +22,7 @@ function mainHelp(): string {
     'treecast — declarative GitOps image compiler',
     '',
     'Usage: treecast <command> [options]',
+    '       treecast [--repo DIR] [--json] [--debug] <command> [options]',
     '',
     'Commands:',
     ...commands.map((c) => `  ${c.name.padEnd(width)}  ${c.summary}`),
@@ -34,8 +35,37 @@ function mainHelp(): string {
   ].join('\n');
 }
 
+/**
+ * Global options typed before the verb (`treecast --repo DIR build`, as with
+ * git and kubectl): taken off the front and handed to the verb's own parser,
+ * which then sees them exactly as if they came after the verb.
+ */
+export function splitGlobalPrefix(argv: string[]): { prefix: string[]; verb?: string; rest: string[] } {
+  const prefix: string[] = [];
+  let i = 0;
+  for (; i < argv.length; i++) {
+    const a = argv[i]!;
+    if (!a.startsWith('-') || a === '--help' || a === '-h' || a === '--version') break;
+    if (a === '--json' || a === '--debug' || a.startsWith('--repo=')) prefix.push(a);
+    else if (a === '--repo') {
+      const value = argv[i + 1];
+      if (value === undefined || value.startsWith('-')) throw new UsageError(`option '--repo <value>' argument missing (see: treecast --help)`);
+      prefix.push(a, value);
+      i++;
+    } else throw new UsageError(`unknown global option "${a}" before the command (global options: --repo DIR, --json, --debug; see: treecast --help)`);
+  }
+  return { prefix, verb: argv[i], rest: argv.slice(i + 1) };
+}
+
 export async function main(argv: string[]): Promise<number> {
-  const [verb, ...rest] = argv;
+  let split: ReturnType<typeof splitGlobalPrefix>;
+  try {
+    split = splitGlobalPrefix(argv);
+  } catch (err) {
+    return reportFailure(err, argv.includes('--debug'));
+  }
+  const { prefix, verb } = split;
+  const rest = [...prefix, ...split.rest];
   if (!verb || verb === '--help' || verb === '-h' || verb === 'help') {
     process.stdout.write(mainHelp() + '\n');
     return verb ? EXIT.ok : EXIT.usage;
