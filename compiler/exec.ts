@@ -30,6 +30,7 @@ export const PROVIDERS: Record<string, string> = {
   chromium: 'chromium',
   cpio: 'cpio',
   rsync: 'rsync',
+  flock: 'util-linux',
 };
 
 export interface RunOptions {

@@ -44,7 +44,7 @@ const IMAGES: [string, string][] = [
   [HOST, HOST_REF],
   [NETBOOT, NETBOOT_REF],
 ];
-const LEFTOVER = /^\.staging-|\.tmp-\d+$|\.old-\d+-\d+$|^\.treecast-publish\.lock/;
+const LEFTOVER = /^\.staging-|\.tmp-\d+$|\.old-\d+-\d+$/;
 
 let f: PublishFixture;
 let key: SigningKey;

@@ -4,6 +4,7 @@
  * publish dir served by compiler/serve on 127.0.0.1, and the real ostree
  * client (pull, admin init-fs/os-init/deploy/upgrade/undeploy) plus gpg.
  */
+import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -433,7 +434,8 @@ describe('publish and serve: signed v1 -> v2 with the real ostree client', () =>
     const poll = (async () => {
       while (polling) {
         try {
-          holders.add(fs.readFileSync(path.join(pubC, '.treecast-publish.lock'), 'utf8').trim());
+          const pid = /^pid (\d+) /.exec(fs.readFileSync(path.join(pubC, '.treecast-publish.lock'), 'utf8'))?.[1];
+          if (pid) holders.add(pid);
         } catch {
           /* not held right now */
         }
@@ -450,7 +452,8 @@ describe('publish and serve: signed v1 -> v2 with the real ostree client', () =>
     const second = [a, b].filter((r) => /is already published/.test(r.stderr));
     expect(second, a.stderr + '\n---\n' + b.stderr).toHaveLength(1);
     expect(second[0]!.stderr).toMatch(new RegExp(`${HOST}: ${v2[HOST]!.version} is already published`));
-    expect(fs.existsSync(path.join(pubC, '.treecast-publish.lock'))).toBe(false);
+    // The lock file stays (flock semantics), but nobody holds it any more.
+    expect(spawnSync('flock', ['--nonblock', path.join(pubC, '.treecast-publish.lock'), 'true']).status).toBe(0);
     expect(await revParse(path.join(pubC, 'repo'), HOST_REF)).toBe(v2[HOST]!.commit);
     await expectFsckClean(path.join(pubC, 'repo'));
   });
