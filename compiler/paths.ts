@@ -105,9 +105,9 @@ export function resolveRepoInput(repo: RepoDirs, rel: string, kind: RepoInputKin
   if (!isInside(root, lexical)) return { ok: false, code: 'outside', reason: 'is outside the repository', hint: 'paths are relative to the repository root and may not leave it' };
   const written = rel.split(/[\\/]+/);
   const lexParts = path.relative(root, lexical).split(path.sep);
-  const gitAt = [written, lexParts].map((parts) => parts.findIndex(isGitName)).find((i) => i >= 0);
-  if (gitAt !== undefined) {
-    const parts = written.findIndex(isGitName) >= 0 ? written : lexParts;
+  // Named as the repository sees it (lexParts); the written form still counts: `x/.git/../y` is refused too.
+  const parts = [lexParts, written].find((p) => p.some(isGitName));
+  if (parts) {
     return { ok: false, code: 'forbidden', reason: `is inside the git directory "${parts.slice(0, parts.findIndex(isGitName) + 1).join('/')}"`, hint: GIT_WHY };
   }
   const realRoot = realpathSync(root);
@@ -131,7 +131,10 @@ export function resolveRepoInput(repo: RepoDirs, rel: string, kind: RepoInputKin
     .filter((g) => !isInside(g.abs, root))
     .map((g) => ({ ...g, real: realOrLexical(g.abs) }));
   for (const g of guarded) {
-    if (isInside(g.abs, lexical) || isInside(g.real, real)) return { ok: false, code: 'forbidden', reason: `is inside ${g.what} "${displayPath(root, g.abs)}"`, hint: g.why };
+    if (isInside(g.abs, lexical) || isInside(g.real, real)) {
+      const itself = lexical === g.abs || real === g.real;
+      return { ok: false, code: 'forbidden', reason: `${itself ? 'is' : 'is inside'} ${g.what} "${displayPath(root, g.abs)}"`, hint: g.why };
+    }
   }
   if (kind === 'directory') {
     const rootGit = path.join(realRoot, '.git');

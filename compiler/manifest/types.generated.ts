@@ -286,7 +286,7 @@ export interface RepoConfig {
    */
   $schema?: string;
   /**
-   * Globs (relative to the repository root) of image manifests. Default: ["images/*.yaml", "images/*.yml"]; files in sub-directories are includes, not images.
+   * Globs (relative to the repository root) of image manifests. Default: ["images/*.yaml", "images/*.yml"]; files in sub-directories are includes, not images. A glob may not use '..' or '.git'.
    */
   images?: string[];
   /**
@@ -294,7 +294,7 @@ export interface RepoConfig {
    */
   arch?: "x86_64" | "aarch64";
   /**
-   * Build cache: local OSTree repo, base rootfs cache, apt archives, artifacts. Default: .treecast
+   * Build cache: local OSTree repo, base rootfs cache, apt archives, artifacts. Default: .treecast. Must resolve inside the repository (not its root, not .git, not through a symlink leading out); the TREECAST_CACHE_DIR environment variable overrides it and may point anywhere. Never an image input.
    */
   "cache-dir"?: string;
   /**
@@ -306,7 +306,7 @@ export interface RepoConfig {
    */
   publish?: {
     /**
-     * Publish directory. Default: public
+     * Publish directory. Default: public. Must resolve inside the repository (not its root, not .git, not through a symlink leading out); the TREECAST_PUBLISH_DIR environment variable and `publish --dir` override it and may point anywhere. Never an image input.
      */
     dir?: string;
     /**
@@ -335,7 +335,7 @@ export interface RepoConfig {
      */
     "gpg-key"?: string;
     /**
-     * GnuPG home directory holding the secret key (relative to the repository root).
+     * GnuPG home directory holding the secret key (relative to the repository root). Never an image input.
      */
     "gpg-homedir"?: string;
   };
