@@ -123,7 +123,8 @@ export interface SandboxOptions {
 
 /**
  * bubblewrap argv (without `bwrap` itself) that runs `command` with `root` as /
- * in the sandbox described at the top of this file. Pure: it only builds the list.
+ * in the sandbox described at the top of this file. It only builds the list;
+ * the one look at the host is hostCapHelper(), when no `helper` is given.
  */
 export function sandboxArgs(root: string, opts: SandboxOptions, command: readonly string[] = []): string[] {
   const present = (p: string) => !opts.procPresent || opts.procPresent.has(p);
