@@ -103,8 +103,9 @@ export function resolveRepoInput(repo: RepoDirs, rel: string, kind: RepoInputKin
   const root = path.resolve(repo.root);
   const lexical = path.resolve(from ?? root, rel);
   if (!isInside(root, lexical)) return { ok: false, code: 'outside', reason: 'is outside the repository', hint: 'paths are relative to the repository root and may not leave it' };
-  const written = rel.split(/[\\/]+/);
   const lexParts = path.relative(root, lexical).split(path.sep);
+  // An absolute path also spells out the root's own components, which are not the input's to answer for.
+  const written = path.isAbsolute(rel) ? lexParts : rel.split(/[\\/]+/);
   // Named as the repository sees it (lexParts); the written form still counts: `x/.git/../y` is refused too.
   const parts = [lexParts, written].find((p) => p.some(isGitName));
   if (parts) {
