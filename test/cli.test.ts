@@ -201,3 +201,66 @@ describe('--repo: treecast works on any repository, from any directory', () => {
     expect(r.stderr).not.toMatch(STACK_TRACE);
   });
 });
+
+describe('global options before the verb (treecast --repo DIR build, as with git and kubectl)', () => {
+  let repo: string;
+  let elsewhere: string;
+
+  beforeAll(() => {
+    repo = copyFixtureRepo('valid');
+    elsewhere = makeTempDir('cwd');
+  });
+  afterAll(() => {
+    removeDir(repo);
+    removeDir(elsewhere);
+  });
+
+  it('--repo DIR and --json before the verb act as they do after it', () => {
+    const before = runCli(['--repo', repo, '--json', 'validate'], { cwd: elsewhere });
+    const after = runCli(['validate', '--json', '--repo', repo], { cwd: elsewhere });
+    expect(before.code).toBe(0);
+    expect(JSON.parse(before.stdout)).toEqual(JSON.parse(after.stdout));
+    expect((JSON.parse(before.stdout) as { images: unknown[] }).images).toHaveLength(2);
+  });
+
+  it('--repo=DIR before the verb; the verb still takes its own options', () => {
+    const r = runCli([`--repo=${repo}`, 'plan', '--json'], { cwd: elsewhere });
+    expect(r.code, r.stderr).toBe(0);
+    expect(JSON.parse(r.stdout)).toHaveProperty('affected');
+  });
+
+  it('--debug before the verb reaches it: a failure then shows its stack (without --debug it does not)', () => {
+    const missing = path.join(elsewhere, 'no-such-repo');
+    const withDebug = runCli(['--debug', '--repo', missing, 'validate'], { cwd: elsewhere });
+    const without = runCli(['--repo', missing, 'validate'], { cwd: elsewhere });
+    for (const r of [withDebug, without]) {
+      expect(r.code).toBe(1);
+      expect(r.stderr).toContain(`repository directory ${missing} does not exist`);
+    }
+    expect(withDebug.stderr).toMatch(/^\s+at .+\(.+:\d+:\d+\)$/m);
+    expect(without.stderr).not.toMatch(STACK_TRACE);
+  });
+
+  it('treecast --debug --help still prints the main help (exit 0)', () => {
+    const r = runCli(['--debug', '--help']);
+    expect(r.code).toBe(0);
+    expect(r.stdout).toContain('treecast [--repo DIR] [--json] [--debug] <command> [options]');
+  });
+
+  it('an unknown global option before the verb is a usage error naming it (exit 2, one line)', () => {
+    const r = runCli(['--frobnicate', 'validate']);
+    expect(r.code).toBe(2);
+    expect(r.stdout).toBe('');
+    expect(lines(r.stderr)).toHaveLength(1);
+    expect(r.stderr).toMatch(/^treecast: unknown global option "--frobnicate" before the command/);
+    expect(r.stderr).not.toMatch(STACK_TRACE);
+  });
+
+  it('--repo without its value before the verb is a usage error (exit 2)', () => {
+    for (const args of [['--repo'], ['--repo', '--json', 'validate']]) {
+      const r = runCli(args);
+      expect(r.code).toBe(2);
+      expect(r.stderr).toMatch(/^treecast: .*--repo.*\n$/);
+    }
+  });
+});
