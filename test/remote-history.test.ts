@@ -14,7 +14,15 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseLogHistory, planHistory, type HistoryInput } from '../compiler/build/remote-history.js';
 import { BIN, STACK_TRACE } from './helpers/cli.js';
-import { makeRepo, ostreeCat, ostreeMeta, revParse, sh, shellTree, type BuiltImage, type Fixture } from './helpers/build-fixture.js';
+import { makeRepo, ostreeCat, ostreeMeta, revParse, sh, shellTree, type BuiltImage as FixtureBuiltImage, type Fixture } from './helpers/build-fixture.js';
+
+/** build --json images with the fields remote history adds. */
+type BuiltImage = FixtureBuiltImage & {
+  upToDate?: 'local' | 'published';
+  parent?: string;
+  published?: { url: string; commit: string; version: string };
+  base?: { name: string; commit: string; from: 'built' | 'local' | 'published' };
+};
 
 const C = (n: number) => String(n).repeat(64).slice(0, 64);
 

@@ -147,6 +147,9 @@ function unreachable(url: string, detail: string): UserError {
   );
 }
 
+/** Ctrl-C during a network step is the user's doing, not an internal error (exit 1, like an interrupted build). */
+const interrupted = (url: string) => new UserError(`reading the published history at ${url}: interrupted`);
+
 /** The first meaningful line of an ostree failure, for the error message. */
 function ostreeReason(err: unknown): string {
   if (err instanceof CommandError) {
@@ -205,7 +208,7 @@ export async function openPublishedHistory(repo: Repo, localRepo: string, refs: 
       .filter(Boolean)
       .map((l) => (l.startsWith(`${PUBLISHED_REMOTE}:`) ? l.slice(PUBLISHED_REMOTE.length + 1) : l));
   } catch (err) {
-    signal?.throwIfAborted();
+    if (signal?.aborted) throw interrupted(repoUrl);
     const reason = ostreeReason(err);
     // Publish always writes a summary; none means nothing was ever published there.
     if (/no summary file/i.test(reason)) {
@@ -222,7 +225,7 @@ export async function openPublishedHistory(repo: Repo, localRepo: string, refs: 
     try {
       await run('ostree', ['pull', `--repo=${hrepo}`, '--commit-metadata-only', `--depth=${depth}`, PUBLISHED_REMOTE, ...wanted], { timeoutMs: NETWORK_TIMEOUT_MS, signal });
     } catch (err) {
-      signal?.throwIfAborted();
+      if (signal?.aborted) throw interrupted(repoUrl);
       throw unreachable(repoUrl, ostreeReason(err));
     }
     for (const ref of wanted) {
@@ -255,7 +258,7 @@ export async function openPublishedHistory(repo: Repo, localRepo: string, refs: 
       try {
         await run('ostree', ['pull', `--repo=${localRepo}`, PUBLISHED_REMOTE, commit], { timeoutMs: 30 * 60_000, signal: sig });
       } catch (err) {
-        sig?.throwIfAborted();
+        if (sig?.aborted) throw interrupted(repoUrl);
         throw unreachable(repoUrl, `pulling commit ${commit}: ${ostreeReason(err)}`);
       }
       return true;
