@@ -313,3 +313,63 @@ describe('remote history: fresh caches continue from the published tree (real CL
 });
 
 const spawnStatus = (cmd: string, args: string[]) => spawnSync(cmd, args).status;
+
+describe('remote history with signing configured: the published tree is GPG-verified with the configured key', () => {
+  let fx: Fixture;
+  let server: Server;
+  let homedir: string;
+  let other: string;
+
+  const keygen = (dir: string) => {
+    const r = fx.cli(['keygen', '--homedir', dir, '--json']);
+    expect(r.code, r.stderr).toBe(0);
+    return (JSON.parse(r.stdout) as { fingerprint: string }).fingerprint;
+  };
+  const signingYaml = (fpr: string, dir: string) => `publish: { url: ${server.url} }\nsigning: { gpg-key: "${fpr}", gpg-homedir: ${dir} }\n`;
+
+  beforeAll(async () => {
+    fx = makeRepo({
+      prefix: 'remote-history-gpg',
+      files: { ...shellTree('rootfs'), 'images/one.yaml': 'name: one\nautomatic-version-prefix: "3.0"\nbase: { source: tree, path: rootfs }\noutputs: { ostree: {} }\n' },
+    });
+    const pub = path.join(path.dirname(fx.dir), 'published');
+    fs.mkdirSync(pub);
+    server = await startServe(pub, path.join(path.dirname(fx.dir), 'access.log'));
+    homedir = path.join(path.dirname(fx.dir), 'gnupg');
+    other = path.join(path.dirname(fx.dir), 'gnupg-other');
+    const fpr = keygen(homedir);
+    fx.write('treecast.yaml', signingYaml(fpr, homedir));
+    fx.commit('signed publishing');
+    fx.build();
+    const r = fx.cli(['publish', '--dir', pub, '--json']);
+    expect(r.code, r.stderr).toBe(0);
+    expect((JSON.parse(r.stdout) as { signed: boolean }).signed).toBe(true);
+  }, 180_000);
+
+  afterAll(async () => {
+    await stopServe(server);
+    for (const d of [homedir, other]) if (d && fs.existsSync(d)) spawnSync('gpgconf', ['--homedir', d, '--kill', 'all']);
+    fx?.cleanup();
+  });
+
+  it('a fresh cache verifies the signed summary and commit with the configured key', () => {
+    const r = fx.cli(['build', '--json'], { cacheDir: fx.newCacheDir() });
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stderr).toMatch(/published history: 1 of 1 ref\(s\) published at .* \(GPG-verified\)/);
+    expect((JSON.parse(r.stdout) as { images: BuiltImage[] }).images[0]).toMatchObject({ cached: true, upToDate: 'published', version: '3.0.1' });
+  });
+
+  it('a tree signed by another key than the configured one is refused, naming the URL', () => {
+    const yaml = fs.readFileSync(path.join(fx.dir, 'treecast.yaml'), 'utf8');
+    try {
+      fx.write('treecast.yaml', signingYaml(keygen(other), other));
+      const r = fx.cli(['build'], { cacheDir: fx.newCacheDir() });
+      expect(r.code).toBe(1);
+      expect(r.stderr).toContain(`cannot read the published history at ${server.url}/repo`);
+      expect(r.stderr).toMatch(/GPG|signature|keyring/i);
+      expect(r.stderr).not.toMatch(STACK_TRACE);
+    } finally {
+      fx.write('treecast.yaml', yaml);
+    }
+  });
+});

@@ -210,8 +210,9 @@ export async function openPublishedHistory(repo: Repo, localRepo: string, refs: 
   } catch (err) {
     if (signal?.aborted) throw interrupted(repoUrl);
     const reason = ostreeReason(err);
-    // Publish always writes a summary; none means nothing was ever published there.
-    if (/no summary file/i.test(reason)) {
+    // Publish always writes a summary; none means nothing was ever published there (ostree words it
+    // "server has no summary file", or with gpg-verify-summary "GPG verification enabled, but no summary found").
+    if (/no summary (file|found)/i.test(reason)) {
       info(`published history: nothing published at ${repoUrl} yet (no summary); starting from scratch`);
       listed = [];
     } else throw unreachable(repoUrl, reason);
