@@ -182,7 +182,9 @@ describe('remote history: fresh caches continue from the published tree (real CL
     expect(revParse(path.join(cache, 'repo'), BASE_REF)).toBeUndefined();
     expect(fs.existsSync(path.join(cache, 'repo/objects', v1.base!.commit.slice(0, 2), `${v1.base!.commit.slice(2)}.commit`))).toBe(false);
     expect(fs.existsSync(path.join(cache, 'out'))).toBe(false);
-    console.log(`up-to-date check of 2 images from a fresh cache (CLI start, metadata-only pull, hashing): ${seconds.toFixed(2)} s`);
+    const read = /published history: 2 of 2 ref\(s\) published at \S+, read in ([\d.]+)s/.exec(stderr);
+    expect(read, stderr).not.toBeNull();
+    console.log(`up-to-date check of 2 images from a fresh cache: ${seconds.toFixed(2)} s in all (CLI start, hashing); the published history (remote refs + metadata-only pull + metadata) read in ${read![1]} s`);
   });
 
   it('a changed overlay on a fresh cache: version N+1 whose parent is the published commit (parent absent from the build repo)', () => {
