@@ -68,7 +68,8 @@ describe('upload plan (argv)', () => {
     expect(by.summary).toEqual(expect.arrayContaining(['--delay-updates', '--include=/repo/summary', '--include=/repo/summary.sig']));
     expect(by.links).toEqual(expect.arrayContaining(['--include=/images/*/latest', '--include=/boot/***', '--include=/kickstart/***']));
     expect(by.index).toEqual(expect.arrayContaining(['--include=/index.json', '--include=/index.html']));
-    expect(by.delete).toEqual(expect.arrayContaining(['--existing', '--ignore-existing', '--delete', '--include=/images/***', '--include=/repo/objects/***', '--include=/repo/deltas/***']));
+    expect(by.content).toContain('--include=/repo/delta-indexes/***');
+    expect(by.delete).toEqual(expect.arrayContaining(['--existing', '--ignore-existing', '--delete', '--include=/images/***', '--include=/repo/objects/***', '--include=/repo/deltas/***', '--include=/repo/delta-indexes/***']));
     for (const p of plan.slice(0, -1)) expect(p.argv.some((a) => a.startsWith('--delete'))).toBe(false);
   });
 
@@ -148,6 +149,7 @@ describe('upload plan (filters, real rsync --dry-run)', () => {
       'repo/objects/12/7890.dirtree',
       'repo/deltas/xy/zzz-www/superblock',
       'repo/deltas/xy/zzz-www/0',
+      'repo/delta-indexes/3N/SyPb21KONEYIkKE45Q+adBf0LYcSMbW1lj+QeHtuQ.index',
       'repo/refs/heads/host/x86_64/stable',
       'repo/summary',
       'repo/summary.sig',
@@ -186,6 +188,7 @@ describe('upload plan (filters, real rsync --dry-run)', () => {
         'images/host/1.0.2/MANIFEST.json',
         'keys/treecast.asc',
         'repo/config',
+        'repo/delta-indexes/3N/SyPb21KONEYIkKE45Q+adBf0LYcSMbW1lj+QeHtuQ.index',
         'repo/deltas/xy/zzz-www/0',
         'repo/deltas/xy/zzz-www/superblock',
         'repo/objects/ab/cdef.commitmeta',

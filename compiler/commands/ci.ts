@@ -36,7 +36,7 @@ export const ciCommand: Command = {
     const repo = openRepo({ repo: ctx.repo });
     // A bad DEST is refused before the build, not after it.
     const to = ctx.values.to !== undefined ? parseDestination(String(ctx.values.to)) : undefined;
-    if (to) checkDestination(repo.publishDir, to);
+    if (to) await checkDestination(repo.publishDir, to);
     const git = await gitDescribe(repo.root);
     if (git.endsWith('-dirty') && !ctx.values['allow-dirty']) {
       throw new UserError('the working tree has uncommitted changes: commit them, or pass --allow-dirty (published commits then record a -dirty git id)');

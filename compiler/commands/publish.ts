@@ -38,7 +38,7 @@ export const publishCommand: Command = {
     // Undocumented test hook: simulate a crash after a phase (see test/publish-crash.test.ts).
     if (v['crash-after']) overrides.crashAfter = String(v['crash-after']);
     const opts = publishOptions(repo, overrides);
-    if (to) checkDestination(opts.dir, to);
+    if (to) await checkDestination(opts.dir, to);
     const from = (v.from as string[] | undefined)?.map((d) => path.resolve(d));
     const items = await builtItems(repo, selected, from?.length ? from : undefined);
     const published = await publish(items, opts);

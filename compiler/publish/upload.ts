@@ -5,7 +5,7 @@
  * The destination is being served while we write to it, so each pass only
  * adds things nothing points at yet, then moves the pointers:
  *   1. objects   repo/objects (not .commitmeta): content-addressed, so --ignore-existing
- *   2. content   repo/config, repo/deltas, signatures (.commitmeta), version dirs, keys/
+ *   2. content   repo/config, repo/deltas, repo/delta-indexes, signatures (.commitmeta), version dirs, keys/
  *   3. refs      repo/refs
  *   4. summary   repo/summary + repo/summary.sig in ONE run with --delay-updates
  *   5. links     images/<name>/latest, boot/, kickstart/
@@ -19,7 +19,7 @@
 import { existsSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { UsageError, UserError } from '../diagnostics.js';
-import { run } from '../exec.js';
+import { requirePrograms, run } from '../exec.js';
 import { info } from '../log.js';
 import { withPublishLock } from './lock.js';
 
@@ -110,14 +110,16 @@ export function uploadPlan(o: UploadPlanOptions): UploadPhase[] {
     // the commit's signatures) is the exception, it can be rewritten; it goes
     // with the content pass.
     phase('objects', 'repo/objects', ['--ignore-existing'], ['/repo/', '/repo/objects/', '- /repo/objects/*/*.commitmeta', '/repo/objects/***']),
-    // Everything else nothing points at yet. --delay-updates: files that change
+    // Everything else nothing points at yet. repo/delta-indexes/<commit>.index
+    // (written by `ostree summary -u`) lists the deltas to a commit: a client
+    // asks for it only once a summary names that commit. --delay-updates: files that change
     // (a re-made version dir, a regenerated delta's superblock and parts) are
     // renamed into place together at the end of the pass, not one by one.
     phase(
       'content',
-      'repo/config, repo/deltas, signatures, version dirs, keys',
+      'repo/config, repo/deltas, repo/delta-indexes, signatures, version dirs, keys',
       ['--delay-updates'],
-      ['/repo/', '/repo/config', '/repo/deltas/***', '/repo/objects/', '/repo/objects/*/', '/repo/objects/*/*.commitmeta', '/images/', '/images/*/', '- /images/*/latest', '/images/*/*/***', '/keys/***'],
+      ['/repo/', '/repo/config', '/repo/deltas/***', '/repo/delta-indexes/***', '/repo/objects/', '/repo/objects/*/', '/repo/objects/*/*.commitmeta', '/images/', '/images/*/', '- /images/*/latest', '/images/*/*/***', '/keys/***'],
     ),
     // Refs before the summary: a client that reads the summary still gets the
     // old commits (whose objects are all there); one that reads refs/heads
@@ -142,7 +144,7 @@ export function uploadPlan(o: UploadPlanOptions): UploadPhase[] {
     // still finds its objects. --existing + --ignore-existing: transfer
     // nothing, only delete. Limited to the trees treecast prunes, so a wrong
     // DEST never loses anything else.
-    phase('delete', 'old versions, pruned objects and deltas', ['--existing', '--ignore-existing', '--delete'], ['/images/***', '/repo/', '/repo/objects/***', '/repo/deltas/***']),
+    phase('delete', 'old versions, pruned objects and deltas', ['--existing', '--ignore-existing', '--delete'], ['/images/***', '/repo/', '/repo/objects/***', '/repo/deltas/***', '/repo/delta-indexes/***']),
   ];
 }
 
@@ -179,7 +181,7 @@ export interface UploadResult {
  */
 export async function uploadTree(source: string, dest: Destination, o: { progress?: boolean } = {}): Promise<UploadResult> {
   if (!existsSync(path.join(source, 'repo', 'config'))) throw new UserError(`${source}: nothing published yet (no repo/config); run treecast publish first`);
-  checkDestination(source, dest);
+  await checkDestination(source, dest);
   const bw = process.env.TREECAST_UPLOAD_BWLIMIT;
   const plan = uploadPlan({
     source,
@@ -203,11 +205,13 @@ export async function uploadTree(source: string, dest: Destination, o: { progres
 }
 
 /**
- * A local DEST: its parent must exist (rsync makes only the last component),
- * and it must not be the tree or inside it (rsync would copy the tree into
- * itself). An SSH destination is only known to rsync; its errors name it.
+ * Before any work (the commands call it ahead of the local publish): rsync is
+ * installed; a local DEST's parent exists (rsync makes only the last
+ * component) and DEST is not the tree or inside it (rsync would copy the tree
+ * into itself). An SSH destination is only known to rsync; its errors name it.
  */
-export function checkDestination(source: string, d: Destination): void {
+export async function checkDestination(source: string, d: Destination): Promise<void> {
+  await requirePrograms(['rsync']);
   if (d.kind !== 'local') return;
   const dest = d.path;
   const src = path.resolve(source);
