@@ -134,7 +134,8 @@ export function sandboxArgs(root: string, opts: SandboxOptions, command: readonl
     '--bind', root, '/',
     '--dev', '/dev',
     '--proc', '/proc',
-    '--tmpfs', '/tmp',
+    // A real /tmp is 1777: apt's gpgv step runs as _apt and writes its temp files there.
+    '--perms', '1777', '--tmpfs', '/tmp',
     '--tmpfs', '/run',
     '--unshare-pid', '--unshare-ipc', '--unshare-uts', '--unshare-cgroup',
     ...(opts.network ? ['--ro-bind', '/etc/resolv.conf', '/etc/resolv.conf'] : ['--unshare-net']),

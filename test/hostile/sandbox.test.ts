@@ -93,6 +93,7 @@ describe('hostile postprocess scripts: what the sandbox lets them do', () => {
       'env > /etc/probe/env',
       'ls -a / > /etc/probe/root-ls',
       'cat /proc/self/mounts > /etc/probe/mounts',
+      'busybox stat -c %a /tmp > /etc/probe/tmp-mode',
       status('busybox mknod /dev/x c 1 1', 'mknod-dev'),
       status('busybox mknod /tmp/y b 8 0', 'mknod-block'),
       'mkdir -p /mnt',
@@ -227,6 +228,7 @@ describe('hostile postprocess scripts: what the sandbox lets them do', () => {
     expect(inside.sort()).toEqual([...new Set([...tree, 'dev', 'proc', 'run'])].sort());
     expect(probe('cat-secret').trim()).not.toBe('0');
     expect(probe('ls-canaries').trim()).not.toBe('0');
+    expect(probe('tmp-mode').trim()).toBe('1777');
     expect(probe('secret-copy')).not.toContain(SECRET_TEXT.trim());
     canaries.assertUnchanged();
     // The helper's files are in the /run tmpfs, never in the image.
@@ -316,6 +318,8 @@ describe('the sandbox argv (pure)', () => {
       expect(operands(args, '--dev', 1)).toEqual([['/dev']]);
       expect(operands(args, '--proc', 1)).toEqual([['/proc']]);
       expect(operands(args, '--tmpfs', 1).map((o) => o[0])).toEqual(expect.arrayContaining(['/tmp', '/run']));
+      // apt's gpgv runs as _apt and needs a world-writable sticky /tmp.
+      expect(args.join(' ')).toContain('--perms 1777 --tmpfs /tmp');
       expect(operands(args, '--bind', 2)).toEqual([['/img', '/']]);
       expect(args.indexOf('--cap-drop')).toBeLessThan(args.indexOf('--cap-add'));
       expect(operands(args, '--cap-drop', 1)).toEqual([['ALL']]);
