@@ -113,6 +113,17 @@ async function stopServe(s: Server | undefined): Promise<void> {
 
 const accessLines = (s: Server) => fs.readFileSync(s.logFile, 'utf8').split('\n').filter((l) => /"(GET|HEAD) /.test(l));
 
+/** The access log once the server has logged every finished request (a line is written when the response ends, which can be after the client exits). */
+async function settledAccessLines(s: Server): Promise<string[]> {
+  let last = accessLines(s);
+  for (;;) {
+    await new Promise((r) => setTimeout(r, 300));
+    const now = accessLines(s);
+    if (now.length === last.length) return now;
+    last = now;
+  }
+}
+
 describe('remote history: fresh caches continue from the published tree (real CLI, ostree, treecast serve)', () => {
   let fx: Fixture;
   let server: Server;
@@ -224,11 +235,11 @@ describe('remote history: fresh caches continue from the published tree (real CL
     expect([...sh('ostree', ['log', `--repo=${served}`, BASE_REF]).matchAll(/^Version: (\S+)/gm)].map((m) => m[1])).toEqual(['1.0.2', '1.0.1']);
     expect(sh('ostree', ['fsck', `--repo=${served}`], {})).toMatch(/no errors found/);
 
-    const before = accessLines(server).length;
+    const before = (await settledAccessLines(server)).length;
     // --require-static-deltas: the pull fails rather than fall back to loose objects.
     const pull = sh('ostree', ['pull', `--repo=${client}`, '--require-static-deltas', 'origin', BASE_REF]);
     expect(revParse(client, `origin:${BASE_REF}`)).toBe(v2.base!.commit);
-    const requests = accessLines(server).slice(before);
+    const requests = (await settledAccessLines(server)).slice(before);
     expect(requests.some((l) => /"GET \/repo\/deltas\/\S+ 200 /.test(l)), requests.join('\n')).toBe(true);
     expect(requests.filter((l) => /\.filez" 200/.test(l)), 'no loose content objects: the delta carried the change').toEqual([]);
     expect(pull).toMatch(/delta/i);
@@ -276,26 +287,26 @@ describe('remote history: fresh caches continue from the published tree (real CL
     expect(out.published).toEqual([]);
   });
 
-  it('--no-remote-history builds version 1 from scratch without a single request to the server', () => {
+  it('--no-remote-history builds version 1 from scratch without a single request to the server', async () => {
     const cache = fx.newCacheDir();
-    const before = accessLines(server).length;
+    const before = (await settledAccessLines(server)).length;
     const { images } = buildFresh(cache, ['--no-remote-history']);
-    expect(accessLines(server).length).toBe(before);
+    expect((await settledAccessLines(server)).length).toBe(before);
     expect([images.base!.version, images.derived!.version]).toEqual(['1.0.1', '1.0.1']);
     expect(images.base!.published).toBeUndefined();
     expect(spawnStatus('ostree', ['rev-parse', `--repo=${path.join(cache, 'repo')}`, `${BASE_REF}^`])).not.toBe(0);
     expect(fs.existsSync(path.join(cache, 'published-history'))).toBe(false);
   });
 
-  it('without publish.url in treecast.yaml the network is never tried', () => {
+  it('without publish.url in treecast.yaml the network is never tried', async () => {
     const yaml = fs.readFileSync(path.join(fx.dir, 'treecast.yaml'), 'utf8');
     fx.write('treecast.yaml', '# no publish.url: the default http://127.0.0.1:8080 is never consulted\narch: x86_64\n');
     try {
       const cache = fx.newCacheDir();
-      const before = accessLines(server).length;
+      const before = (await settledAccessLines(server)).length;
       const { images } = buildFresh(cache);
       expect(images.base!.version).toBe('1.0.1');
-      expect(accessLines(server).length).toBe(before);
+      expect((await settledAccessLines(server)).length).toBe(before);
       expect(fs.existsSync(path.join(cache, 'published-history'))).toBe(false);
     } finally {
       fx.write('treecast.yaml', yaml);
