@@ -242,7 +242,9 @@ export class PublishFixture {
   }
 
   async build(): Promise<Record<string, BuiltImage>> {
-    const r = await this.treecast(['build', '--json']);
+    // These fixtures publish into local dirs: history comes from there, not from publish.url
+    // (which may name a server that is not running, like the crash tests' :8080).
+    const r = await this.treecast(['build', '--json', '--no-remote-history']);
     if (r.code !== 0) throw new Error(`treecast build failed (exit ${r.code}):\n${r.stderr}`);
     const out = JSON.parse(r.stdout) as { images: BuiltImage[] };
     return Object.fromEntries(out.images.map((i) => [i.name, i]));
