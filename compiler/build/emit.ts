@@ -15,6 +15,7 @@ import type { ImageBuildResult } from './build.js';
 import { localRepoPath } from './build.js';
 import { commitMetadata, parseTupleArray } from './ostree.js';
 import { privateFiles as listPrivateFiles, privateFilesOfCommit, type PrivateFile } from './private-files.js';
+import { renameDurable, syncTree } from '../durable.js';
 import { isDirIn, isFileIn, lstatIn, readdirIn, removeInRoot, renameIn } from './rootfs.js';
 
 export interface ImageManifestJson {
@@ -146,14 +147,19 @@ export function readManifestJson(dir: string): ImageManifestJson | undefined {
   }
 }
 
-/** Replace `dest` by `staging` with renames only: a reader sees the old or the new directory, never a mix. */
+/**
+ * Replace `dest` by `staging` with renames only: a reader sees the old or the
+ * new directory, never a mix. The staging tree is fsynced first, so a power
+ * loss after the rename cannot leave a version directory with empty files.
+ */
 export function swapIntoPlace(staging: string, dest: string): void {
+  syncTree(staging);
   if (existsSync(dest)) {
     const old = moveAside(dest);
-    renameSync(staging, dest);
+    renameDurable(staging, dest);
     rmSync(old, { recursive: true, force: true });
   } else {
-    renameSync(staging, dest);
+    renameDurable(staging, dest);
   }
 }
 

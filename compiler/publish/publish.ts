@@ -8,7 +8,7 @@
  *      (old artifacts, `ostree prune`) and the summary once more
  * A lock serializes publishers; leftovers of a killed publish are removed by the next one.
  */
-import { chmodSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, renameSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { chmodSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import path from 'node:path';
 import type { EmitResult } from '../build/emit.js';
 import { readManifestJson, removeWhole, swapIntoPlace } from '../build/emit.js';
@@ -23,6 +23,7 @@ import { buildCatalog, renderIndexHtml } from './catalog.js';
 import { exportPublicKey, signFile, type SigningKey } from './gpg.js';
 import { renderKickstart } from './kickstart.js';
 import { withPublishLock } from './lock.js';
+import { replaceSymlinkDurable, writeFileDurable } from '../durable.js';
 
 export interface PublishItem {
   manifest: ImageManifest;
@@ -201,19 +202,13 @@ export function writeCatalog(o: PublishOptions): void {
   writeAtomic(path.join(o.dir, 'index.html'), renderIndexHtml(catalog));
 }
 
-/** Write a file so readers see the old or the new content, never a part. */
+/** Write a file so readers see the old or the new content, never a part (and never an empty file after a power loss). */
 export function writeAtomic(file: string, content: string): void {
-  mkdirSync(path.dirname(file), { recursive: true });
-  const tmp = path.join(path.dirname(file), `.${path.basename(file)}.tmp-${process.pid}`);
-  writeFileSync(tmp, content);
-  renameSync(tmp, file);
+  writeFileDurable(file, content);
 }
 
 function replaceSymlink(link: string, target: string): void {
-  const tmp = path.join(path.dirname(link), `.${path.basename(link)}.tmp-${process.pid}`);
-  rmSync(tmp, { force: true });
-  symlinkSync(target, tmp);
-  renameSync(tmp, link);
+  replaceSymlinkDurable(link, target);
 }
 
 /** Staging dirs and temp files of a publish that was killed. */
