@@ -12,7 +12,7 @@ import { publish, publishOptions } from '../publish/publish.js';
 import { openRepo } from '../repo.js';
 import { printJson, type Command } from './command.js';
 import { serveCommand } from './serve.js';
-import { checkDestination, parseDestination, uploadTree } from '../publish/upload.js';
+import { checkDestination, downloadTree, parseDestination, uploadTree } from '../publish/upload.js';
 
 export const ciCommand: Command = {
   name: 'ci',
@@ -29,7 +29,7 @@ export const ciCommand: Command = {
     '  --allow-dirty   publish even when the working tree has uncommitted changes',
     '  --no-remote-history  do not read publish.url: build from the local cache and publish dir only',
     '  --serve         then serve the publish dir (127.0.0.1, --port, default 8080)',
-    '  --to DEST       then upload the publish dir with rsync to DEST (a directory or [user@]host:path), see publish --help',
+    '  --to DEST       first bring DEST\'s tree down into the publish dir, then upload to it with rsync (a directory or [user@]host:path), see publish --help',
   ].join('\n'),
   options: { since: { type: 'string' }, all: { type: 'boolean' }, 'allow-dirty': { type: 'boolean' }, 'no-remote-history': { type: 'boolean' }, serve: { type: 'boolean' }, port: { type: 'string' }, host: { type: 'string' }, to: { type: 'string' } },
   async run(ctx) {
@@ -42,6 +42,8 @@ export const ciCommand: Command = {
       throw new UserError('the working tree has uncommitted changes: commit them, or pass --allow-dirty (published commits then record a -dirty git id)');
     }
     const { all } = loadImages(repo);
+    // With --to, DEST's tree comes down first (see publish --help): the publish dir then knows what is published.
+    if (to) await downloadTree(repo.publishDir, to, { progress: Boolean(process.stderr.isTTY && process.stdout.isTTY && !ctx.json) });
     const plan = await planChanges(repo, all, ctx.values.since as string | undefined);
     const names = new Set(ctx.values.all ? all.map((i) => i.manifest.name) : plan.affected.map((a) => a.name));
     const signal = interruptSignal();

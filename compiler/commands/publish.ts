@@ -1,9 +1,10 @@
+import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { EXIT, UsageError } from '../diagnostics.js';
 import { loadImages } from '../images.js';
-import { builtItems } from '../publish/items.js';
+import { builtItems, type UpToDateItem } from '../publish/items.js';
 import { publish, publishOptions } from '../publish/publish.js';
-import { checkDestination, parseDestination, uploadTree } from '../publish/upload.js';
+import { checkDestination, downloadTree, parseDestination, uploadTree } from '../publish/upload.js';
 import { openRepo } from '../repo.js';
 import { printJson, type Command } from './command.js';
 
@@ -20,8 +21,13 @@ export const publishCommand: Command = {
     '  --gpg-key ID       sign commits, summary and SHA256SUMS with this key',
     '  --gpg-homedir DIR  GnuPG home holding the key',
     '  --from CACHE       take build results from this cache dir (repeatable; CI matrix jobs each build into their own)',
-    '  --to DEST          then upload the publish dir with rsync to DEST, a directory or [user@]host:path (SSH),',
-    '                     in the order that keeps clients consistent (docs/serving.md)',
+    '  --to DEST          publish to DEST, a directory or [user@]host:path (SSH), with rsync: first bring DEST\'s',
+    '                     tree down into the publish dir (so an empty CI runner continues DEST\'s history: the',
+    '                     previous commit, static deltas, retention, index), publish there, then upload in the',
+    '                     order that keeps clients consistent (docs/serving.md). A DEST that does not exist yet',
+    '                     (or holds no repo/config) is an empty history.',
+    'An image without a local build whose published tip a build recorded (up to date with the published tree) is',
+    'skipped, not an error.',
   ].join('\n'),
   options: { from: { type: 'string', multiple: true }, dir: { type: 'string' }, url: { type: 'string' }, 'gpg-key': { type: 'string' }, 'gpg-homedir': { type: 'string' }, to: { type: 'string' }, 'crash-after': { type: 'string' } },
   async run(ctx) {
@@ -40,12 +46,21 @@ export const publishCommand: Command = {
     const opts = publishOptions(repo, overrides);
     if (to) await checkDestination(opts.dir, to);
     const from = (v.from as string[] | undefined)?.map((d) => path.resolve(d));
-    const items = await builtItems(repo, selected, from?.length ? from : undefined);
-    const published = await publish(items, opts);
+    const upToDate: UpToDateItem[] = [];
+    // Before the download: an image that was never built fails here, without a transfer.
+    const items = await builtItems(repo, selected, from?.length ? from : undefined, { onUpToDate: (u) => upToDate.push(u) });
     // rsync's progress goes to our stdout (the exec wrapper inherits it there): only for a person at a terminal, never into --json.
-    const uploaded = to ? await uploadTree(opts.dir, to, { progress: Boolean(process.stderr.isTTY && process.stdout.isTTY && !ctx.json) }) : undefined;
-    if (ctx.json) printJson({ dir: opts.dir, url: opts.url, signed: Boolean(opts.key), images: published, ...(uploaded ? { upload: uploaded } : {}) });
-    else for (const p of published) process.stdout.write(`${p.name}\t${p.version}\t${p.commit}\t${p.delta ? `delta ${p.delta}` : 'no delta'}\n`);
+    const progress = Boolean(process.stderr.isTTY && process.stdout.isTTY && !ctx.json);
+    // DEST's history first, so the local publish continues it (previous commit, deltas, retention, index).
+    const downloaded = to ? await downloadTree(opts.dir, to, { progress }) : undefined;
+    const published = items.length ? await publish(items, opts) : [];
+    // Also with nothing new: DEST catches up with the local tree. Nothing at all published anywhere: nothing to upload.
+    const uploaded = to && existsSync(path.join(opts.dir, 'repo', 'config')) ? await uploadTree(opts.dir, to, { progress }) : undefined;
+    if (ctx.json) printJson({ dir: opts.dir, url: opts.url, signed: Boolean(opts.key), images: published, upToDate, ...(downloaded ? { download: downloaded } : {}), ...(uploaded ? { upload: uploaded } : {}) });
+    else {
+      for (const p of published) process.stdout.write(`${p.name}\t${p.version}\t${p.commit}\t${p.delta ? `delta ${p.delta}` : 'no delta'}\n`);
+      for (const u of upToDate) process.stdout.write(`${u.name}\t${u.version}\t${u.commit}\tup to date with the published tree\n`);
+    }
     return EXIT.ok;
   },
 };

@@ -1,19 +1,49 @@
 /** What publish takes: each selected image's built commit and its emitted artifacts. */
 import path from 'node:path';
 import { localRepoPath } from '../build/build.js';
+import { historyRepoPath, PUBLISHED_REMOTE } from '../build/remote-history.js';
 import { outRoot, readManifestJson } from '../build/emit.js';
 import { commitMetadata, revParse } from '../build/ostree.js';
 import { UserError } from '../diagnostics.js';
 import { defaultRef } from '../images.js';
+import { info } from '../log.js';
 import type { ValidManifest } from '../manifest/validate.js';
 import type { Repo } from '../repo.js';
 import type { PublishItem } from './publish.js';
 
+/** An image with no local build whose published commit is current: nothing to publish. */
+export interface UpToDateItem {
+  name: string;
+  ref: string;
+  commit: string;
+  version: string;
+}
+
+/**
+ * The published tip of `ref` as a build with remote history recorded it in one
+ * of the caches (`published-history`: the tips it read over HTTP). A build that
+ * found the image up to date with the published tree leaves only that record:
+ * no local ref, no artifacts. Without such a record (no build ran, or ran
+ * without publish.url) the image has simply not been built.
+ */
+async function publishedTip(repo: Repo, ref: string, cacheDirs: string[]): Promise<UpToDateItem | undefined> {
+  for (const cache of cacheDirs) {
+    const hrepo = historyRepoPath({ ...repo, cacheDir: cache });
+    const commit = await revParse(hrepo, `${PUBLISHED_REMOTE}:${ref}`);
+    if (commit) return { name: '', ref, commit, version: (await commitMetadata(hrepo, commit, 'version')) ?? '' };
+  }
+  return undefined;
+}
+
 /**
  * `cacheDirs`: build caches to take results from — the repository's own by
  * default; in a CI matrix, one per build job (the publish job merges them).
+ * An image without a local build whose ref is published (build reported it
+ * up to date with the published tree: its commit exists only there) is
+ * skipped with a note and handed to `o.onUpToDate`; one that is neither built
+ * nor published is an error.
  */
-export async function builtItems(repo: Repo, images: ValidManifest[], cacheDirs: string[] = [repo.cacheDir]): Promise<PublishItem[]> {
+export async function builtItems(repo: Repo, images: ValidManifest[], cacheDirs: string[] = [repo.cacheDir], o: { onUpToDate?: (u: UpToDateItem) => void } = {}): Promise<PublishItem[]> {
   const items: PublishItem[] = [];
   for (const img of images) {
     const m = img.manifest;
@@ -26,7 +56,13 @@ export async function builtItems(repo: Repo, images: ValidManifest[], cacheDirs:
         break;
       }
     }
-    if (!found) throw new UserError(`${m.name} has not been built yet (run: treecast build ${m.name})`);
+    if (!found) {
+      const tip = await publishedTip(repo, ref, cacheDirs);
+      if (!tip) throw new UserError(`${m.name} has not been built yet (run: treecast build ${m.name})`);
+      info(`${m.name}: up to date with the published tree (${tip.version}, ${tip.commit.slice(0, 12)}); nothing to publish`);
+      o.onUpToDate?.({ ...tip, name: m.name });
+      continue;
+    }
     const { commit } = found;
     const local = localRepoPath({ ...repo, cacheDir: found.cache });
     const version = (await commitMetadata(local, commit, 'version')) ?? '';

@@ -15,8 +15,12 @@
  * Each pass is one rsync run. The order is a pure function (uploadPlan) so the
  * argv can be unit-tested; uploadTree runs it. docs/serving.md explains the
  * order and gives the same one for object stores.
+ *
+ * Before the local publish, downloadTree brings DEST's tree down (downloadPlan),
+ * so a runner with an empty publish dir continues DEST's history instead of
+ * replacing it.
  */
-import { existsSync, statSync } from 'node:fs';
+import { existsSync, mkdirSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { UsageError, UserError } from '../diagnostics.js';
 import { requirePrograms, run } from '../exec.js';
@@ -146,6 +150,105 @@ export function uploadPlan(o: UploadPlanOptions): UploadPhase[] {
     // DEST never loses anything else.
     phase('delete', 'old versions, pruned objects and deltas', ['--existing', '--ignore-existing', '--delete'], ['/images/***', '/repo/', '/repo/objects/***', '/repo/deltas/***', '/repo/delta-indexes/***']),
   ];
+}
+
+/**
+ * Bring the destination's current tree down into the local publish dir, before
+ * a local publish that is then uploaded (`publish --to`, `ci --to`). A fresh CI
+ * runner has an empty publish dir: without this, publish would see no previous
+ * commit (no static delta, retention blind to the real history) and the upload's
+ * refs, summary, index and delete pass would replace what DEST holds with only
+ * the new commits. Afterwards the local dir is a copy of DEST, so the publish
+ * continues DEST's history and the upload sends only what it adds.
+ *
+ * Two passes, the reverse of the upload's order, because DEST may be served
+ * (and, with a second publisher, written) meanwhile: first everything but the
+ * objects (refs, summary, deltas, version dirs, links, index), then the objects
+ * those name, which an upload always adds before the pointers and deletes only
+ * after. Objects are immutable: --ignore-existing, so a local dir that already
+ * mirrors DEST costs one listing. The first pass mirrors with --delete, limited
+ * by the same filters as the upload (dot names, repo/tmp, repo/state never
+ * touched; objects are never deleted here, prune does that).
+ */
+export function downloadPlan(o: UploadPlanOptions): UploadPhase[] {
+  const base = ['-rlt', '--safe-links', '--stats'];
+  if (o.dest.kind === 'ssh' && o.rsh) base.push('-e', o.rsh);
+  if (o.bwlimit) base.push(`--bwlimit=${o.bwlimit}`);
+  if (o.progress) base.push('--info=progress2');
+  const local = o.source.endsWith('/') ? o.source : `${o.source}/`;
+  // Reversed: the destination is the source of this copy.
+  const ends = ['--', destinationArg(o.dest), local];
+  const phase = (name: string, what: string, extra: string[], filters: string[]): UploadPhase => ({
+    name,
+    what,
+    argv: [...base, ...extra, ...COMMON_FILTERS, ...filters.map((f) => (f.startsWith('- ') ? `--exclude=${f.slice(2)}` : `--include=${f}`)), '--exclude=*', ...ends],
+  });
+  return [
+    phase('pointers', 'repo/config, refs, summary, deltas, signatures, version dirs, links, keys, index', ['--delete'], [
+      '/repo/',
+      '/repo/config',
+      '/repo/refs/***',
+      '/repo/summary',
+      '/repo/summary.sig',
+      '/repo/deltas/***',
+      '/repo/delta-indexes/***',
+      '/repo/objects/',
+      '/repo/objects/*/',
+      '/repo/objects/*/*.commitmeta',
+      '/images/***',
+      '/boot/***',
+      '/kickstart/***',
+      '/keys/***',
+      '/index.json',
+      '/index.html',
+    ]),
+    phase('objects', 'repo/objects', ['--ignore-existing'], ['/repo/', '/repo/objects/', '- /repo/objects/*/*.commitmeta', '/repo/objects/***']),
+  ];
+}
+
+/**
+ * Whether DEST holds a published tree (its repo/config), asked of rsync itself
+ * so a local and an SSH destination are answered the same way. rsync exits 23
+ * when the path does not exist: a DEST that does not exist yet, or holds no
+ * tree, is an empty history.
+ */
+async function destinationHasTree(dest: Destination, rsh: string | undefined): Promise<boolean> {
+  const argv = ['--list-only', ...(rsh ? ['-e', rsh] : []), '--', `${destinationArg(dest)}repo/config`];
+  const r = await run('rsync', argv, { env: { LC_ALL: 'C' }, allowFailure: true });
+  if (r.exitCode === 0) return true;
+  if (r.exitCode === 23 && /No such file or directory/.test(r.stderr)) return false;
+  throw new UserError(`reading ${dest.kind === 'local' ? dest.path : dest.spec} with rsync failed (exit ${r.exitCode}): ${r.stderr.trim().split('\n')[0]}`);
+}
+
+export interface DownloadResult {
+  dest: string;
+  /** False when DEST held no published tree (nothing was brought down). */
+  found: boolean;
+  phases: ({ name: string } & RsyncStats)[];
+}
+
+/** Make the local publish dir `local` a copy of what DEST publishes (see downloadPlan), under the local publish lock. */
+export async function downloadTree(local: string, dest: Destination, o: { progress?: boolean } = {}): Promise<DownloadResult> {
+  await checkDestination(local, dest);
+  mkdirSync(local, { recursive: true });
+  const rsh = dest.kind === 'ssh' && !process.env.RSYNC_RSH ? 'ssh' : undefined;
+  const shown = dest.kind === 'local' ? dest.path : dest.spec;
+  return withPublishLock(local, async () => {
+    if (!(await destinationHasTree(dest, rsh))) {
+      info(`download: nothing published at ${shown} yet; the publish starts a new history there`);
+      return { dest: shown, found: false, phases: [] };
+    }
+    const plan = downloadPlan({ source: local, dest, rsh, progress: o.progress });
+    const phases: DownloadResult['phases'] = [];
+    for (const [i, p] of plan.entries()) {
+      info(`download ${i + 1}/${plan.length} ${p.name}: ${p.what} <- ${shown}`);
+      const r = await run('rsync', p.argv, { env: { LC_ALL: 'C' }, inherit: o.progress });
+      const s = parseRsyncStats(r.stdout);
+      phases.push({ name: p.name, ...s });
+      info(`  ${p.name}: ${s.transferred} of ${s.files} entries received, ${formatBytes(s.bytes)}${s.deleted ? `, ${s.deleted} deleted` : ''}`);
+    }
+    return { dest: shown, found: true, phases };
+  });
 }
 
 export interface RsyncStats {
