@@ -9,6 +9,7 @@ import { requirePrograms } from '../exec.js';
 import { gitDescribe, gitHeadTime } from '../git.js';
 import { defaultRef } from '../images.js';
 import { info } from '../log.js';
+import { withLock } from '../lock.js';
 import type { ValidManifest } from '../manifest/validate.js';
 import type { Repo } from '../repo.js';
 import { commitTree } from '../steps/commit.js';
@@ -63,7 +64,16 @@ export interface BuildOptions {
    * Without publish.url in treecast.yaml the network is never touched.
    */
   remoteHistory?: boolean | PublishedHistory;
+  /** Wait for another build using the same cache dir (default), or fail at once (--no-wait). */
+  wait?: boolean;
 }
+
+/**
+ * One build per cache dir at a time (watch and ci, two CI jobs sharing a
+ * cache): both would pick the same version and parent and race on the ref and
+ * on out/<name>/<version>. flock semantics: a killed build releases it.
+ */
+export const buildLockPath = (repo: Repo) => path.join(repo.cacheDir, 'build.lock');
 
 export const localRepoPath = (repo: Repo) => path.join(repo.cacheDir, 'repo');
 
@@ -76,6 +86,11 @@ export async function sourceDateEpoch(repo: Repo): Promise<number> {
 }
 
 export async function buildImages(repo: Repo, all: ValidManifest[], selected: ValidManifest[], opts: BuildOptions = {}): Promise<ImageBuildResult[]> {
+  mkdirSync(repo.cacheDir, { recursive: true });
+  return withLock(buildLockPath(repo), `build lock of ${repo.cacheDir}`, () => buildImagesLocked(repo, all, selected, opts), { wait: opts.wait ?? true });
+}
+
+async function buildImagesLocked(repo: Repo, all: ValidManifest[], selected: ValidManifest[], opts: BuildOptions): Promise<ImageBuildResult[]> {
   const signal = opts.signal ?? new AbortController().signal;
   const localRepo = localRepoPath(repo);
   mkdirSync(repo.cacheDir, { recursive: true });

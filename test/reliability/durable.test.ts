@@ -83,7 +83,7 @@ describe('durable publishing: fsync before every rename that publishes, the dire
     fs.writeFileSync(path.join(staging, 'MANIFEST.json'), 'v2\n');
     swapIntoPlace(staging, path.join(tmp, '1.0.1'));
     expect(fs.readFileSync(path.join(tmp, '1.0.1', 'MANIFEST.json'), 'utf8')).toBe('v2\n');
-    const last = events.filter((e) => e.op === 'rename').pop() as { from: string; to: string };
+    const last = events.filter((e) => e.op === 'rename').pop()!;
     expect(last).toEqual({ op: 'rename', from: staging, to: path.join(tmp, '1.0.1') });
     expect(fsyncs(events.lastIndexOf(last))).toContain(tmp);
   });
