@@ -6,7 +6,12 @@
  * look at the imports shows that no step joins an image path by hand.
  */
 import { createHash } from 'node:crypto';
-import { chmodSync, copyFileSync, createReadStream, mkdirSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, copyFileSync, createReadStream, existsSync, mkdirSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
+
+/** Does a host path exist (a program, a /proc entry, a repository input)? Never an image path. */
+export function hostPathExists(p: string): boolean {
+  return existsSync(p);
+}
 
 export function ensureDir(dir: string): void {
   mkdirSync(dir, { recursive: true });

@@ -1,8 +1,8 @@
-import { copyFileSync, chmodSync, existsSync, rmSync } from 'node:fs';
 import path from 'node:path';
 import { run, type RunResult } from '../exec.js';
 import { UserError } from '../diagnostics.js';
-import { resolveInRoot } from '../build/rootfs.js';
+import { existsIn } from '../build/rootfs.js';
+import { copyHostFile, hostPathExists, removeHostFile } from '../build/host-files.js';
 import { locate } from '../manifest/schema.js';
 import { repoInputPath } from '../paths.js';
 import { hostProcEntries, sandboxArgs, type Bind } from './sandbox.js';
@@ -22,7 +22,7 @@ export const postprocess: Step = {
   tools: ['bwrap'],
   applies: (m) => (m.postprocess?.length ?? 0) > 0 || Boolean(m['postprocess-script']),
   async run(ctx) {
-    if (!existsSync(resolveInRoot(ctx.root, '/bin/sh', true))) {
+    if (!existsIn(ctx.root, '/bin/sh')) {
       throw new UserError('postprocess needs /bin/sh in the image, and this image has none');
     }
     const procPresent = hostProcEntries();
@@ -35,14 +35,13 @@ export const postprocess: Step = {
     const file = ctx.manifest['postprocess-script'];
     if (file) {
       const src = repoInputPath(ctx.repo, file, 'file');
-      if (!src || !existsSync(src)) throw new UserError(`postprocess-script "${file}" no longer exists in the repository`);
+      if (!src || !hostPathExists(src)) throw new UserError(`postprocess-script "${file}" no longer exists in the repository`);
       const inImage = '/tmp/.treecast-postprocess';
       // /tmp is a fresh tmpfs inside the sandbox: bind the script in from the host instead.
       const staged = path.join(ctx.workDir, 'postprocess-script');
-      copyFileSync(src, staged);
-      chmodSync(staged, 0o755);
+      copyHostFile(src, staged, 0o755);
       await runScript(ctx, `postprocess-script ${file}`, ['postprocess-script'], sandboxed([inImage], [{ src: staged, dest: inImage }]));
-      rmSync(staged, { force: true });
+      removeHostFile(staged);
     }
     return `${scripts.length + (file ? 1 : 0)} scripts`;
   },

@@ -27,9 +27,9 @@
  *
  * docs/sandbox.md is the user-facing description of all of this.
  */
-import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { UserError } from '../diagnostics.js';
+import { hostPathExists } from '../build/host-files.js';
 
 /**
  * Capabilities kept inside the sandbox, each because dpkg/apt (or a
@@ -189,7 +189,7 @@ const LOADER = '/lib64/ld-linux-x86-64.so.2';
  * with an explicit library path so the image's own libc is never involved.
  * Reads the host filesystem; a missing piece is a UserError naming it.
  */
-export function hostCapHelper(exists: (p: string) => boolean = existsSync): CapHelper {
+export function hostCapHelper(exists: (p: string) => boolean = hostPathExists): CapHelper {
   const setpriv = ['/usr/bin/setpriv', '/bin/setpriv'].find(exists);
   if (!setpriv) throw new UserError('setpriv (util-linux) is not installed: the sandbox needs it to clear the capability bounding set');
   if (!exists(LOADER)) throw new UserError(`${LOADER} is missing: the sandbox runs the host's setpriv through it`);
@@ -206,6 +206,6 @@ export function hostCapHelper(exists: (p: string) => boolean = existsSync): CapH
 }
 
 /** The entries of the /proc mask lists that exist on the running kernel. */
-export function hostProcEntries(exists: (p: string) => boolean = existsSync): Set<string> {
+export function hostProcEntries(exists: (p: string) => boolean = hostPathExists): Set<string> {
   return new Set([...PROC_MASKED_FILES, ...PROC_READONLY_DIRS, ...PROC_EMPTY_DIRS].filter((p) => exists(p)));
 }
