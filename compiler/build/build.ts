@@ -2,7 +2,7 @@
  * The build orchestrator: a flat list of named steps per image, each timed
  * and each failure rethrown with the step and image it happened in.
  */
-import { chmodSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { UserError, withContext } from '../diagnostics.js';
 import { requirePrograms } from '../exec.js';
@@ -90,10 +90,34 @@ export async function buildImages(repo: Repo, all: ValidManifest[], selected: Va
   return withLock(buildLockPath(repo), `build lock of ${repo.cacheDir}`, () => buildImagesLocked(repo, all, selected, opts), { wait: opts.wait ?? true });
 }
 
+/**
+ * What a killed build leaves: image roots and checkouts in <cache>/tmp,
+ * staging and moved-aside version dirs in <cache>/out/<name>/. Only called
+ * with the build lock held, so none of it belongs to a running build.
+ */
+export function removeBuildLeftovers(repo: Repo): string[] {
+  const removed: string[] = [];
+  const drop = (p: string) => {
+    rmSync(p, { recursive: true, force: true });
+    removed.push(p);
+  };
+  const tmp = path.join(repo.cacheDir, 'tmp');
+  for (const e of existsSync(tmp) ? readdirSync(tmp) : []) drop(path.join(tmp, e));
+  const out = path.join(repo.cacheDir, 'out');
+  for (const name of existsSync(out) ? readdirSync(out) : []) {
+    const dir = path.join(out, name);
+    if (!statSync(dir).isDirectory()) continue;
+    for (const e of readdirSync(dir)) if (/^\.staging-|^\..*\.old-\d+-\d+$/.test(e)) drop(path.join(dir, e));
+  }
+  if (removed.length) info(`removed ${removed.length} leftovers of an interrupted build (${removed.map((p) => path.relative(repo.cacheDir, p)).join(', ')})`);
+  return removed;
+}
+
 async function buildImagesLocked(repo: Repo, all: ValidManifest[], selected: ValidManifest[], opts: BuildOptions): Promise<ImageBuildResult[]> {
   const signal = opts.signal ?? new AbortController().signal;
   const localRepo = localRepoPath(repo);
   mkdirSync(repo.cacheDir, { recursive: true });
+  removeBuildLeftovers(repo);
   await ensureRepo(localRepo, 'bare-user');
   const epoch = await sourceDateEpoch(repo);
   const gitCommit = await gitDescribe(repo.root);

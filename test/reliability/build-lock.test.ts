@@ -63,14 +63,21 @@ describe('build lock per cache dir', () => {
     expect((await first.done).code).toBe(0);
   }, 180_000);
 
-  it('a SIGKILLed holder: the next build takes the lock at once and completes', async () => {
+  it('a SIGKILLed holder: the next build takes the lock at once, removes the leftovers and completes', async () => {
     const first = fx.spawnCli(['build', 'slow', '--force']);
     await whenStarted(first);
     first.child.kill('SIGKILL');
     await first.done;
+    // The killed build's image root is still there; a staging dir of a killed emit too.
+    const tmp = path.join(fx.cacheDir, 'tmp');
+    expect(fs.readdirSync(tmp).length).toBeGreaterThan(0);
+    fs.mkdirSync(path.join(fx.cacheDir, 'out/slow/.staging-1.9-abc'), { recursive: true });
     const t0 = Date.now();
     const r = fx.cli(['build', 'slow', '--force', '--no-wait', '--json']);
     expect(r.code, r.stderr).toBe(0);
     expect(Date.now() - t0).toBeLessThan(60_000);
+    expect(r.stderr).toMatch(/removed \d+ leftovers of an interrupted build \(.*tmp\/slow-.*out\/slow\/\.staging-1\.9-abc/);
+    expect(fs.readdirSync(tmp)).toEqual([]);
+    expect(fs.readdirSync(path.join(fx.cacheDir, 'out/slow')).filter((n) => n.startsWith('.'))).toEqual([]);
   }, 180_000);
 });
