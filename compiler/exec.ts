@@ -31,6 +31,8 @@ export const PROVIDERS: Record<string, string> = {
   cpio: 'cpio',
   rsync: 'rsync',
   flock: 'util-linux',
+  setpriv: 'util-linux',
+  systemctl: 'systemd',
 };
 
 export interface RunOptions {
