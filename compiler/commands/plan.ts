@@ -14,7 +14,9 @@ export const planCommand: Command = {
     'manifest, includes, overlays, source files, scripts, base image, treecast.yaml.',
     'Options:',
     '  --since REV  the commit to compare with',
-    '  --json       {since, changed, affected:[{name, reasons, manifest}], changes:{name: diff}}',
+    'A commit that only changes streams (a promotion or roll-back) affects no image: it is listed under streams.',
+    '  --json       {since, changed, affected:[{name, reasons, manifest}], changes:{name: diff},',
+    '                streams:[{image, stream, action, ref, from, to, text}]}',
     '  --matrix     GitHub Actions strategy.matrix: {"include":[{"image":..., "manifest":...}]}',
   ].join('\n'),
   options: { since: { type: 'string' }, matrix: { type: 'boolean' } },
@@ -38,6 +40,14 @@ export const planCommand: Command = {
       const d = plan.changes[a.name]!;
       const lines = formatManifestDiff(d, c);
       process.stdout.write(isEmptyDiff(d) ? c.dim('    manifest unchanged (inputs changed)\n') : lines.join('\n') + '\n');
+    }
+    if (plan.streams.length) {
+      // Promotions build nothing: ci/publish point the stream refs at commits already published.
+      process.stdout.write(`\nstreams (no build: publish moves the refs)\n`);
+      for (const s of plan.streams) {
+        const paint = s.action === 'rollback' || s.action === 'remove' ? c.del : s.action === 'promote' || s.action === 'add' ? c.add : c.chg;
+        process.stdout.write(`  ${paint(s.text)}${c.dim(`  (${s.ref})`)}\n`);
+      }
     }
     return EXIT.ok;
   },

@@ -40,10 +40,15 @@ export interface Affected {
 
 const under = (dir: string, p: string) => p === dir || p.startsWith(dir.replace(/\/$/, '') + '/');
 
-/** Images affected by changed paths (repo-relative), with reasons; derived images follow their base. */
-export function affectedImages(graph: ImageInputs[], changed: string[]): Affected[] {
+/**
+ * Images affected by changed paths (repo-relative), with reasons; derived images follow their base.
+ * `settled`: images whose own changes are known not to touch the build (a promotion: only
+ * their streams changed); they are affected only through a base image.
+ */
+export function affectedImages(graph: ImageInputs[], changed: string[], settled: ReadonlySet<string> = new Set()): Affected[] {
   const direct = new Map<string, string[]>();
   for (const g of graph) {
+    if (settled.has(g.name)) continue;
     const reasons: string[] = [];
     for (const c of changed) {
       const f = g.files.find((x) => x.path === c);
@@ -66,6 +71,23 @@ export function affectedImages(graph: ImageInputs[], changed: string[]): Affecte
     }
   }
   return graph.filter((g) => result.has(g.name)).map((g) => ({ name: g.name, reasons: result.get(g.name)! }));
+}
+
+/**
+ * True when every changed path that reaches the image is its manifest or an
+ * include — or treecast.yaml when `configChangedOnlyInStreams` — so the change
+ * can be nothing but what the manifests say (the caller compares those).
+ */
+export function onlyManifestChanged(g: ImageInputs, changed: string[], configChangedOnlyInStreams: boolean): boolean {
+  for (const c of changed) {
+    if (g.trees.some((t) => under(t.path, c))) return false;
+    const f = g.files.find((x) => x.path === c);
+    if (!f) continue;
+    if (f.role === 'manifest' || f.role === 'include') continue;
+    if (f.role === 'repository config' && configChangedOnlyInStreams) continue;
+    return false;
+  }
+  return true;
 }
 
 /** Every path to watch for an image set (files and trees), deduplicated. */

@@ -2,6 +2,7 @@
  * Semantic diff of two versions of a merged manifest: keys added, removed and
  * changed, package list changes, and file entries changed (by path). Pure.
  */
+import { compareVersions, type ResolvedStream } from '../manifest/streams.js';
 import type { ImageManifest } from '../manifest/types.js';
 
 export interface ManifestDiff {
@@ -44,6 +45,54 @@ export function diffManifests(before: ImageManifest | undefined, after: ImageMan
   };
   walk('', b, a);
   return diff;
+}
+
+/**
+ * What a commit does to an image's release streams. `promote` raises a pin
+ * (or adds a pinned stream), `rollback` lowers one, `pin` pins a stream that
+ * followed every build, `follow` removes a pin; `add`/`remove` a stream that
+ * follows every build; `retarget` changes a stream's ref. None of them builds
+ * anything: publish points refs at commits already published.
+ */
+export interface StreamChange {
+  image: string;
+  stream: string;
+  action: 'promote' | 'rollback' | 'pin' | 'follow' | 'add' | 'remove' | 'retarget';
+  /** The stream's ref after the change (before it, for `remove`). */
+  ref: string;
+  /** Pinned version, or ref for `retarget`, before and after (absent: follows every build / no stream). */
+  from?: string;
+  to?: string;
+  /** One line for people, e.g. "promote edge-host 2026.11.3 to stable". */
+  text: string;
+}
+
+/** Pure: the stream changes between two versions of an image's resolved streams (each sorted or not). */
+export function diffStreams(image: string, before: ResolvedStream[], after: ResolvedStream[]): StreamChange[] {
+  const out: StreamChange[] = [];
+  const old = new Map(before.map((s) => [s.name, s]));
+  const names = [...new Set([...before.map((s) => s.name), ...after.map((s) => s.name)])].sort();
+  for (const name of names) {
+    const b = old.get(name);
+    const a = after.find((s) => s.name === name);
+    if (!a) {
+      out.push({ image, stream: name, action: 'remove', ref: b!.ref, from: b!.version, text: `remove stream ${name} of ${image} (its ref ${b!.ref} stays where it was published)` });
+      continue;
+    }
+    const at = { image, stream: name, ref: a.ref };
+    if (!b) {
+      if (a.version === undefined) out.push({ ...at, action: 'add', text: `add stream ${name} of ${image}, following every build (${a.ref})` });
+      else out.push({ ...at, action: 'promote', to: a.version, text: `promote ${image} ${a.version} to ${name}` });
+      continue;
+    }
+    if (b.ref !== a.ref) out.push({ ...at, action: 'retarget', from: b.ref, to: a.ref, text: `move stream ${name} of ${image} from ref ${b.ref} to ${a.ref}` });
+    if (b.version === a.version) continue;
+    if (a.version === undefined) out.push({ ...at, action: 'follow', from: b.version, text: `${name} of ${image} follows every build again (was pinned to ${b.version})` });
+    else if (b.version === undefined) out.push({ ...at, action: 'pin', to: a.version, text: `pin ${name} of ${image} to ${a.version} (it followed every build)` });
+    else if (compareVersions(a.version, b.version) > 0) out.push({ ...at, action: 'promote', from: b.version, to: a.version, text: `promote ${image} ${a.version} to ${name}` });
+    else out.push({ ...at, action: 'rollback', from: b.version, to: a.version, text: `roll back ${name} of ${image} from ${b.version} to ${a.version}` });
+  }
+  return out;
 }
 
 export function isEmptyDiff(d: ManifestDiff): boolean {

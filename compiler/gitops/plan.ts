@@ -1,33 +1,55 @@
 /** What a change does: affected images with reasons and a semantic manifest diff each. */
 import path from 'node:path';
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
+import { canonicalJson } from '../build/input-hash.js';
+import { defaultRef } from '../images.js';
 import { loadManifest } from '../manifest/load.js';
-import type { ImageManifest } from '../manifest/types.js';
-import type { ValidManifest } from '../manifest/validate.js';
-import { plain } from '../manifest/yaml.js';
+import { mergeStreams, resolveStreams } from '../manifest/streams.js';
+import type { ImageManifest, RepoConfig } from '../manifest/types.js';
+import { imageStreams, type ValidManifest } from '../manifest/validate.js';
+import { parseYaml, plain } from '../manifest/yaml.js';
 import type { Repo } from '../repo.js';
 import { changedPaths, checkoutAt, type ChangeSet } from './changes.js';
-import { affectedImages, imageInputs, type Affected } from './graph.js';
-import { diffManifests, type ManifestDiff } from './manifest-diff.js';
+import { affectedImages, imageInputs, onlyManifestChanged, REPO_CONFIG, type Affected } from './graph.js';
+import { diffManifests, diffStreams, isEmptyDiff, type ManifestDiff, type StreamChange } from './manifest-diff.js';
 
 export interface ChangePlan {
   since?: string;
   changed: string[];
+  /** Images to build: their build inputs changed. A promotion alone is not here. */
   affected: (Affected & { manifest: string })[];
   changes: Record<string, ManifestDiff>;
+  /** Stream changes (promotions, roll-backs, ...): publish moves refs, nothing is built for them. */
+  streams: StreamChange[];
 }
 
 export async function planChanges(repo: Repo, images: ValidManifest[], since?: string): Promise<ChangePlan> {
   const cs: ChangeSet = await changedPaths(repo.root, since);
   const graph = images.map((i) => imageInputs(i, repo.root));
-  const affected = cs.all ? images.map((i) => ({ name: i.manifest.name, reasons: ['no earlier commit to compare with: everything is new'] })) : affectedImages(graph, cs.paths);
+  let affected = cs.all ? images.map((i) => ({ name: i.manifest.name, reasons: ['no earlier commit to compare with: everything is new'] })) : affectedImages(graph, cs.paths);
   const changes: Record<string, ManifestDiff> = {};
+  const streams: StreamChange[] = [];
   if (affected.length) {
     const before = cs.since ? await checkoutAt(repo.root, cs.since) : undefined;
     try {
+      const oldConfig = before ? configAt(before.dir) : undefined;
+      const configOnlyStreams = Boolean(before) && cs.paths.includes(REPO_CONFIG) && sameBesidesStreams(oldConfig ?? {}, repo.config);
+      const settled = new Set<string>();
       for (const a of affected) {
         const img = images.find((i) => i.manifest.name === a.name)!;
-        changes[a.name] = diffManifests(before ? manifestAt(before.dir, path.relative(repo.root, img.file)) : undefined, img.manifest);
+        const old = before ? manifestAt(before.dir, path.relative(repo.root, img.file)) : undefined;
+        const { streams: oldOwn, ...oldBuild } = old ?? ({} as Partial<ImageManifest>);
+        changes[a.name] = diffManifests(old ? (oldBuild as ImageManifest) : undefined, img.manifest);
+        const oldStreams = old ? resolveStreamsAt(old, oldOwn, oldConfig) : [];
+        const sc = diffStreams(a.name, oldStreams, imageStreams(img, defaultRef(repo, img.manifest)));
+        streams.push(...sc);
+        // Only the pins (or stream refs) changed: a promotion, nothing to build for this image.
+        const g = graph.find((x) => x.name === a.name)!;
+        if (old && sc.length && isEmptyDiff(changes[a.name]!) && onlyManifestChanged(g, cs.paths, configOnlyStreams)) settled.add(a.name);
+      }
+      if (settled.size) {
+        affected = affectedImages(graph, cs.paths, settled);
+        for (const name of Object.keys(changes)) if (!affected.some((a) => a.name === name)) delete changes[name];
       }
     } finally {
       before?.cleanup();
@@ -38,7 +60,31 @@ export async function planChanges(repo: Repo, images: ValidManifest[], since?: s
     changed: cs.paths,
     affected: affected.map((a) => ({ ...a, manifest: images.find((i) => i.manifest.name === a.name)!.shown })),
     changes,
+    streams,
   };
+}
+
+/** The streams an image had at the earlier commit, with that commit's treecast.yaml defaults and arch. */
+function resolveStreamsAt(old: ImageManifest, own: ImageManifest['streams'], config: RepoConfig | undefined) {
+  const { specs, fromDefaults } = mergeStreams(config?.streams, own);
+  return resolveStreams(old.ref ?? `${old.name}/${config?.arch ?? 'x86_64'}/stable`, specs, fromDefaults);
+}
+
+/** treecast.yaml as it was (parsed, not validated: it only feeds the "before" side of a diff). */
+function configAt(root: string): RepoConfig | undefined {
+  const file = path.join(root, REPO_CONFIG);
+  if (!existsSync(file)) return undefined;
+  const parsed = parseYaml(readFileSync(file, 'utf8'), REPO_CONFIG);
+  if (!parsed.ok) return undefined;
+  const v = plain(parsed.root);
+  return v && typeof v === 'object' && !Array.isArray(v) ? (v as RepoConfig) : undefined;
+}
+
+/** Pure: two treecast.yaml values equal except for `streams` (which never changes a build). */
+export function sameBesidesStreams(a: RepoConfig, b: RepoConfig): boolean {
+  const { streams: _a, ...ra } = a;
+  const { streams: _b, ...rb } = b;
+  return canonicalJson(ra) === canonicalJson(rb);
 }
 
 /** The merged manifest as it was (YAML + includes only: its overlays may no longer exist). */

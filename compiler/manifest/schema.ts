@@ -167,7 +167,7 @@ function describe(e: ErrorObject, root: LNode): Diagnostic {
       return { loc: locate(root, segs), path, message: 'must not be empty' };
     case 'propertyNames': {
       const name = (e.params as { propertyName?: string }).propertyName ?? '';
-      return { loc: locate(root, [...segs, name], 'key'), path: keyPath([...segs, name]), message: `invalid key ${JSON.stringify(name)}`, hint: lastKey === 'metadata' ? "metadata keys are letters, digits, '.', '_' and '-', starting with a letter or digit" : undefined };
+      return { loc: locate(root, [...segs, name], 'key'), path: keyPath([...segs, name]), message: `invalid key ${JSON.stringify(name)}`, hint: lastKey === 'metadata' ? "metadata keys are letters, digits, '.', '_' and '-', starting with a letter or digit" : lastKey === 'streams' ? "stream names are lower-case letters, digits, '.', '_' and '-', starting with a letter or digit (they end ref names and file names)" : undefined };
     }
     default:
       return { loc: locate(root, segs), path, message: custom ?? e.message ?? 'is invalid' };

@@ -97,6 +97,12 @@ export interface ImageManifest {
    */
   ref?: string;
   /**
+   * Release streams: more OSTree refs hosts follow, each either following every build ({}) or pinned to one published version ({ version: "2026.11.3" }). Promoting is a commit that changes a pin: `treecast plan` shows "promote NAME VERSION to STREAM" ("roll back STREAM of NAME from A to B" when the pin goes down), and `ci`/`publish` point the stream's ref at the commit already published for that version (no rebuild, same checksum, a static delta from the stream's previous commit; kickstart/<name>-<stream>.ks, boot/<name>-<stream>.ipxe, index.json and index.html list each stream). Streams are publish policy, not an image input: changing them never rebuilds the image, and retention never removes a pinned version. Merged over treecast.yaml `streams` (defaults for every image), by stream name.
+   */
+  streams?: {
+    [k: string]: Stream | undefined;
+  };
+  /**
    * Manifests merged underneath this one, in order (paths relative to this file). Arrays concatenate, maps merge, scalars from the including file override.
    */
   include?: string | string[];
@@ -173,6 +179,19 @@ export interface ImageManifest {
     [k: string]: (string | number | boolean) | undefined;
   };
   outputs?: Outputs;
+}
+/**
+ * One release stream of the image: {} follows every build; { version: "2026.11.3" } pins a published version.
+ */
+export interface Stream {
+  /**
+   * The published version of this image the stream points at, e.g. "2026.11.3" (quote it: YAML reads 1.1 as a number). `ci` and `publish` refuse a version that is not published under images/<name>/ (the error lists the versions that are). Raising it promotes, lowering it rolls back. Without it the stream follows every build.
+   */
+  version?: string;
+  /**
+   * OSTree ref of the stream. Default: the image's ref with its last part replaced by the stream name (<name>/<arch>/<stream> for the default ref; <ref>/<stream> when the ref has a single part). Every ref of the repository (images and streams) must be unique, and a pinned stream may not use the image's own ref: every build is published there (give the image e.g. ref: <name>/<arch>/testing to pin <name>/<arch>/stable).
+   */
+  ref?: string;
 }
 export interface Group {
   /**
@@ -293,6 +312,15 @@ export interface RepoConfig {
    * Architecture in default refs. Default: x86_64.
    */
   arch?: "x86_64" | "aarch64";
+  /**
+   * Release streams every image has, e.g. { testing: {} }: each follows every build of the image on its own ref (<image ref without its last part>/<stream>). An image manifest's `streams` adds to these and overrides them by name, e.g. to pin one; a pin names a version of one image, so it is only allowed there.
+   */
+  streams?: {
+    /**
+     * A stream that follows every build: {} (pins and refs are per image, in the image manifest).
+     */
+    [k: string]: {} | undefined;
+  };
   /**
    * Build cache: local OSTree repo, base rootfs cache, apt archives, artifacts. Default: .treecast. Must resolve inside the repository (not its root, not .git, not through a symlink leading out); the TREECAST_CACHE_DIR environment variable overrides it and may point anywhere. Never an image input.
    */

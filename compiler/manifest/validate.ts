@@ -9,13 +9,29 @@ import { repoDirsOf } from '../repo.js';
 import { loadManifest, type LoadedManifest } from './load.js';
 import { checkSchema, locate } from './schema.js';
 import { checkSemantics } from './semantic.js';
-import type { ImageManifest } from './types.js';
+import { checkStreams, mergeStreams, resolveStreams, type ResolvedStream, type StreamSpecs } from './streams.js';
+import type { ImageManifest, RepoConfig } from './types.js';
 import { plain } from './yaml.js';
 
 export interface ValidManifest extends LoadedManifest {
+  /**
+   * The image as it is built: the merged manifest WITHOUT `streams`. Streams
+   * are publish policy, kept apart here so that no build input (input hash,
+   * treecast.manifest-sha256 in the commit, MANIFEST.json) can depend on a
+   * pin: a promotion never rebuilds an image nor changes a checksum.
+   */
   manifest: ImageManifest;
+  /** Release streams: treecast.yaml `streams` defaults under the manifest's own (compiler/manifest/streams.ts). */
+  streams: StreamSpecs;
+  /** Stream names that come from treecast.yaml only (for error messages). */
+  streamDefaults: Set<string>;
   /** The manifest file relative to the repository root. */
   shown: string;
+}
+
+/** The streams of an image with their refs, given its ref (`ref`, or the default the repository gives it). */
+export function imageStreams(img: ValidManifest, imageRef: string): ResolvedStream[] {
+  return resolveStreams(imageRef, img.streams, img.streamDefaults);
 }
 
 export type ValidateResult = { ok: true; image: ValidManifest } | { ok: false; file: string; diagnostics: Diagnostic[]; files: string[] };
@@ -31,10 +47,13 @@ export function validateManifest(file: string, repo: string | RepoDirs): Validat
   const value = plain(root);
   const schemaDiags = checkSchema('image', root, value);
   if (schemaDiags.length) return { ok: false, file: abs, diagnostics: schemaDiags, files: loaded.manifest.files };
-  const manifest = value as ImageManifest;
+  const { streams: ownStreams, ...manifest } = value as ImageManifest;
   const semDiags = checkSemantics(manifest, root, dirs);
   if (semDiags.length) return { ok: false, file: abs, diagnostics: semDiags, files: loaded.manifest.files };
-  return { ok: true, image: { ...loaded.manifest, manifest, shown: displayPath(repoRoot, abs) } };
+  // repoDirsOf() opens the repository (a Repo, with its treecast.yaml) when it can; its defaults apply to every image.
+  const defaults = (dirs as { config?: RepoConfig }).config?.streams;
+  const { specs, fromDefaults } = mergeStreams(defaults, ownStreams);
+  return { ok: true, image: { ...loaded.manifest, manifest, streams: specs, streamDefaults: fromDefaults, shown: displayPath(repoRoot, abs) } };
 }
 
 /** Rules across images: unique names and refs, base images that exist and do not form a cycle. */
@@ -51,6 +70,12 @@ export function checkAcrossImages(images: ValidManifest[], defaultRef: (m: Image
     const refOther = byRef.get(ref);
     if (refOther && refOther !== other) out.push({ loc: locOf(img, ['ref']), path: 'ref', message: `ref "${ref}" is also used by ${refOther.shown}` });
     else byRef.set(ref, img);
+  }
+  const byImage = new Map(images.map((img) => [img.manifest.name, img]));
+  for (const p of checkStreams(images.map((img) => ({ name: img.manifest.name, ref: img.manifest.ref ?? defaultRef(img.manifest), streams: imageStreams(img, img.manifest.ref ?? defaultRef(img.manifest)) })))) {
+    const img = byImage.get(p.image)!;
+    // A default from treecast.yaml has no entry in the manifest: reported at its `streams` key, else at the manifest's top.
+    out.push({ loc: locate(img.root, ['streams', p.stream], 'key'), path: `streams.${p.stream}`, message: p.message, hint: p.hint });
   }
   for (const img of images) {
     if (img.manifest.base.source !== 'image') continue;
