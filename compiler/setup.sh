@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 PACKAGES=(
   ostree mmdebstrap squashfs-tools zstd tar gnupg bubblewrap git
   qemu-system-x86 e2fsprogs xz-utils gzip cpio erofs-utils
-  chromium ca-certificates curl busybox-static rsync
+  chromium ca-certificates curl busybox-static systemd util-linux rsync
 )
 
 missing=()
