@@ -20,7 +20,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { parseDestination, parseRsyncStats, uploadPlan, type Destination } from '../compiler/publish/upload.js';
+import { downloadPlan, parseDestination, parseRsyncStats, uploadPlan, type Destination } from '../compiler/publish/upload.js';
 import { startServer, type RunningServer } from '../compiler/serve/index.js';
 import { HOST, HOST_REF, NETBOOT, NETBOOT_REF, PublishFixture, clientRepo, exec, fsck, must, revParse, type BuiltImage, type SigningKey } from './helpers/publish-fixture.js';
 
@@ -88,6 +88,22 @@ describe('upload plan (argv)', () => {
     expect(ends(home[0]!.argv)).toEqual(['--', '/p/', 'mirror:']);
     // Without rsh, rsync's own RSYNC_RSH (or its default) is left in charge.
     expect(uploadPlan({ source: '/p', dest }).every((p) => !p.argv.includes('-e'))).toBe(true);
+  });
+
+  it('brings DEST down in the reverse order: pointers and content (mirrored, --delete), then the objects they name (--ignore-existing, never deleted)', () => {
+    const plan = downloadPlan({ source: '/p/public', dest: { kind: 'ssh', spec: 'deploy@images.example.com:/srv/treecast' }, rsh: 'ssh' });
+    expect(plan.map((p) => p.name)).toEqual(['pointers', 'objects']);
+    for (const p of plan) {
+      // DEST is the source of this copy; the local publish dir the destination.
+      expect(ends(p.argv)).toEqual(['--', 'deploy@images.example.com:/srv/treecast/', '/p/public/']);
+      expect(p.argv).toEqual(expect.arrayContaining(['-e', 'ssh', '--exclude=.*']));
+      expect(p.argv[p.argv.indexOf('--') - 1]).toBe('--exclude=*');
+    }
+    const [pointers, objects] = plan.map((p) => p.argv);
+    expect(pointers).toEqual(expect.arrayContaining(['--delete', '--include=/repo/refs/***', '--include=/repo/summary', '--include=/repo/objects/*/*.commitmeta', '--include=/images/***', '--include=/index.json']));
+    expect(pointers).not.toContain('--include=/repo/objects/***');
+    expect(objects).toEqual(expect.arrayContaining(['--ignore-existing', '--include=/repo/objects/***']));
+    expect(objects!.some((a) => a.startsWith('--delete'))).toBe(false);
   });
 
   it('reads the figures of rsync --stats', () => {
@@ -324,6 +340,35 @@ describe('publish --to: upload while clients pull (real rsync, ostree, treecast 
     // then summary) straddled the instant the pair was renamed into place.
     for (const s of summaryFailures) expect(s).toMatch(/signature|gpg|verif/i);
   }, 900_000);
+
+  it('a runner with an empty publish dir: publish --to brings DEST down first, continues its history and leaves it whole', async () => {
+    // A CI publish job: no local publish dir, builds from the cache. Before the fix, the upload's
+    // refs/summary/index and its delete pass replaced DEST's history with this runner's (empty) tree.
+    const fresh = path.join(f.root, 'fresh-runner-public');
+    const before = treeState(served);
+    const r = await f.publish(fresh, { key, extra: ['--to', served] });
+    expect(r.code, r.stderr).toBe(0);
+    const out = JSON.parse(r.stdout) as { images: { name: string; previous?: string; commit: string }[]; download: { found: boolean; phases: { name: string; transferred: number }[] }; upload: { phases: { name: string; transferred: number; deleted: number }[] } };
+    expect(out.download.found).toBe(true);
+    expect(out.download.phases.map((p) => p.name)).toEqual(['pointers', 'objects']);
+    expect(out.download.phases.every((p) => p.transferred > 0)).toBe(true);
+    // The newest builds are what DEST already serves: "already published", previous = DEST's ref.
+    const v3 = builds[2]!;
+    expect(out.images.map((i) => [i.name, i.previous])).toEqual([
+      [HOST, v3[HOST]!.commit],
+      [NETBOOT, v3[NETBOOT]!.commit],
+    ]);
+    expect(r.stderr).toContain('is already published');
+    // Nothing was deleted at DEST and every file of it is still there.
+    expect(out.upload.phases.find((p) => p.name === 'delete')!.deleted).toBe(0);
+    const after = treeState(served);
+    expect([...before.keys()].filter((k) => !after.has(k))).toEqual([]);
+    expectSameTree(fresh, served);
+    // Run again on the now-mirroring dir: the download sends no object.
+    const again = await f.publish(fresh, { key, extra: ['--to', served] });
+    expect(again.code, again.stderr).toBe(0);
+    expect((JSON.parse(again.stdout) as typeof out).download.phases.find((p) => p.name === 'objects')!.transferred).toBe(0);
+  }, 300_000);
 
   it('refuses a DEST that starts with - (exit 2) and names a missing local parent (exit 1)', async () => {
     const before = treeState(pub);
