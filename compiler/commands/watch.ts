@@ -261,6 +261,7 @@ class Watcher {
     const r = await buildAndPublish(this.repo, all, selected, this.signal);
     for (const img of all) this.lastGood.set(img.manifest.name, img.manifest);
     for (const p of r.published) info(`published ${p.name} ${p.version} ${p.commit.slice(0, 12)}`);
+    if (!r.published.length) info('nothing new to publish: the affected images are up to date');
     await this.followPublishDir();
   }
 
