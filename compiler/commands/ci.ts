@@ -8,7 +8,8 @@ import { openPublishedHistory } from '../build/remote-history.js';
 import { defaultRef } from '../images.js';
 import { unpublished } from '../pipeline.js';
 import { builtItems } from '../publish/items.js';
-import { publish, publishOptions } from '../publish/publish.js';
+import { publishOptions, publishWithStreams } from '../publish/publish.js';
+import { streamsPending, type PublishedStream } from '../publish/streams.js';
 import { openRepo } from '../repo.js';
 import { printJson, type Command } from './command.js';
 import { serveCommand } from './serve.js';
@@ -22,6 +23,8 @@ export const ciCommand: Command = {
     'Affected images: those whose inputs changed since REV (default HEAD~1), plus images never published.',
     'With publish.url in treecast.yaml, builds continue from the published tree (see treecast build --help);',
     'an image up to date with its published tip is not published again.',
+    'Release streams (manifest `streams`) whose ref is not where the manifest says (a promotion or roll-back',
+    'commit) are moved to the commit already published for that version: nothing is built for them.',
     'Exit 0 when everything affected was built and published, 1 on invalid input or a failed build, 2 on usage errors.',
     'Options:',
     '  --since REV     commit to compare with (in GitHub Actions: ${{ github.event.before }})',
@@ -53,21 +56,33 @@ export const ciCommand: Command = {
     const selected = all.filter((i) => names.has(i.manifest.name));
     process.stderr.write(`ci: ${selected.length} of ${all.length} image(s) to build and publish${selected.length ? `: ${selected.map((i) => i.manifest.name).join(', ')}` : ''}\n`);
     // pipeline.ts's buildAndPublish, except that an image up to date with its published tip exists only there: nothing to publish for it.
-    const result = { built: [] as Awaited<ReturnType<typeof buildImages>>, published: [] as Awaited<ReturnType<typeof publish>> };
+    const result = { built: [] as Awaited<ReturnType<typeof buildImages>>, published: [] as Awaited<ReturnType<typeof publishWithStreams>>['images'], streams: [] as PublishedStream[] };
+    let toPublish: typeof all = [];
     if (selected.length) {
       result.built = await buildImages(repo, all, selected, { signal, remoteHistory: history ?? false });
       const upToDate = new Set(result.built.filter((b) => b.upToDate === 'published').map((b) => b.name));
-      const toPublish = selected.filter((i) => !upToDate.has(i.manifest.name));
-      if (toPublish.length) result.published = await publish(await builtItems(repo, toPublish), publishOptions(repo));
+      toPublish = selected.filter((i) => !upToDate.has(i.manifest.name));
+    }
+    // Streams of the other images: moved when the refs are not where the manifests say (not only
+    // when this commit changed a pin, so a failed run's promotion is done by the next one).
+    const opts = publishOptions(repo);
+    const streamOnly = all.filter((i) => !toPublish.includes(i) && opts.streams?.[i.manifest.name] && streamsPending(opts.dir, i.manifest.name, opts.streams[i.manifest.name]!));
+    if (toPublish.length || streamOnly.length) {
+      const r = await publishWithStreams(toPublish.length ? await builtItems(repo, toPublish) : [], opts, streamOnly.map((i) => ({ manifest: i.manifest, ref: defaultRef(repo, i.manifest) })));
+      result.published = r.images;
+      result.streams = r.streams;
     }
     // Also when nothing was rebuilt: the destination catches up with the local tree.
     if (to) await uploadTree(repo.publishDir, to, { progress: Boolean(process.stderr.isTTY && process.stdout.isTTY && !ctx.json) });
-    if (ctx.json) printJson({ git, since: plan.since, affected: plan.affected, built: result.built, published: result.published });
+    if (ctx.json) printJson({ git, since: plan.since, affected: plan.affected, built: result.built, published: result.published, streams: result.streams });
     else {
       for (const b of result.built) {
         const p = result.published.find((x) => x.name === b.name);
         const status = p ? (p.delta ? `published (delta ${p.delta})` : 'published') : b.upToDate === 'published' ? 'up to date with the published tree' : 'not published (base of another image)';
         process.stdout.write(`${b.name}\t${b.version}\t${b.commit.slice(0, 12)}\t${b.cached ? 'cached' : `built in ${b.seconds.toFixed(1)}s`}\t${status}\n`);
+      }
+      for (const s of result.streams.filter((x) => x.moved)) {
+        process.stdout.write(`${s.image}\t${s.version}\t${s.commit.slice(0, 12)}\tstream ${s.stream} (${s.ref})\t${s.delta ? `moved (delta ${s.delta})` : 'moved'}\n`);
       }
     }
     if (ctx.values.serve) return serveCommand.run({ ...ctx, values: { port: ctx.values.port, host: ctx.values.host } });

@@ -30,6 +30,19 @@ export interface CatalogVersion {
   privateFiles: PrivateFile[] | null;
 }
 
+/** A release stream as published: where its ref points now (read from the repo, not from the manifest). */
+export interface CatalogStream {
+  name: string;
+  ref: string;
+  /** The published version of `commit`; null when no published version dir names it any more. */
+  version: string | null;
+  commit: string;
+  /** Follows every build (else pinned by the manifest). */
+  follows: boolean;
+  kickstart: string;
+  ipxe?: string;
+}
+
 export interface CatalogImage {
   name: string;
   ref: string;
@@ -37,6 +50,7 @@ export interface CatalogImage {
   kickstart: string;
   ipxe?: string;
   kernelArgs: string[];
+  streams: CatalogStream[];
   versions: CatalogVersion[];
 }
 
@@ -78,7 +92,7 @@ function namedPackages(m: ImageManifestJson): ImageManifestJson['packages'] {
   return (m.packages ?? []).filter((p) => typeof p?.name === 'string' && p.name !== '');
 }
 
-export function buildCatalog(opts: { url: string; remote: string; signed: boolean; publicKey?: string; updated: string; images: { name: string; hasIpxe: boolean; versions: ImageManifestJson[] }[] }): Catalog {
+export function buildCatalog(opts: { url: string; remote: string; signed: boolean; publicKey?: string; updated: string; images: { name: string; hasIpxe: boolean; versions: ImageManifestJson[]; streams?: (Omit<CatalogStream, 'kickstart' | 'ipxe'> & { hasIpxe: boolean })[] }[] }): Catalog {
   const images: CatalogImage[] = opts.images
     .filter((i) => i.versions.length)
     .map((img) => {
@@ -105,6 +119,11 @@ export function buildCatalog(opts: { url: string; remote: string; signed: boolea
         kickstart: `${opts.url}/kickstart/${img.name}.ks`,
         ipxe: img.hasIpxe ? `${opts.url}/boot/${img.name}.ipxe` : undefined,
         kernelArgs: latest.kernelArgs,
+        streams: (img.streams ?? []).map(({ hasIpxe, ...s }) => ({
+          ...s,
+          kickstart: `${opts.url}/kickstart/${img.name}-${s.name}.ks`,
+          ipxe: hasIpxe ? `${opts.url}/boot/${img.name}-${s.name}.ipxe` : undefined,
+        })),
         versions,
       };
     })
@@ -140,6 +159,29 @@ function privateFilesHtml(v: CatalogVersion): string {
   return `<details class="private" data-count="${n}"><summary>${label}</summary><p class="muted">in this version's OSTree commit and artifacts: anyone who can reach this tree can download them</p><ul>${items}</ul></details>`;
 }
 
+/** The streams of an image: which version each ref serves, and how a host follows it. */
+function streamsHtml(c: Catalog, img: CatalogImage): string {
+  if (!img.streams.length) return '';
+  const rows = img.streams
+    .map(
+      (s) => `<tr data-stream="${esc(s.name)}">
+  <td class="stream">${esc(s.name)}</td>
+  <td><code>${esc(s.ref)}</code></td>
+  <td class="stream-version">${s.version === null ? '<span class="muted">unlisted</span>' : esc(s.version)} ${s.follows ? '<span class="muted">follows every build</span>' : '<span class="muted">pinned</span>'}</td>
+  <td><code title="${esc(s.commit)}">${esc(s.commit.slice(0, 12))}</code></td>
+  <td><a href="${esc(s.kickstart)}">kickstart</a>${s.ipxe ? ` · <a href="${esc(s.ipxe)}">iPXE script</a>` : ''} · <code>ostree admin switch ${esc(c.remote)}:${esc(s.ref)}</code></td>
+</tr>`,
+    )
+    .join('\n');
+  return `<h3>Streams</h3>
+<table class="streams">
+<thead><tr><th>Stream</th><th>Ref</th><th>Version</th><th>Commit</th><th>Follow it</th></tr></thead>
+<tbody>
+${rows}
+</tbody>
+</table>`;
+}
+
 export function renderIndexHtml(c: Catalog): string {
   const remoteAdd = (img: CatalogImage) =>
     `ostree remote add ${c.signed ? '' : '--no-gpg-verify '}${c.remote} ${c.repoUrl} ${img.ref}` + (c.signed && c.publicKey ? `\ncurl -fsSL ${c.publicKey} | ostree remote gpg-import --stdin ${c.remote}` : '');
@@ -147,7 +189,10 @@ export function renderIndexHtml(c: Catalog): string {
     const rows = img.versions
       .map(
         (v) => `<tr data-version="${esc(v.version)}">
-  <td class="version">${esc(v.version)}${v.version === img.latest ? ' <span class="badge">latest</span>' : ''}</td>
+  <td class="version">${esc(v.version)}${v.version === img.latest ? ' <span class="badge">latest</span>' : ''}${img.streams
+          .filter((s) => s.version === v.version)
+          .map((s) => ` <span class="badge stream">${esc(s.name)}</span>`)
+          .join('')}</td>
   <td>${esc(v.date.replace('T', ' ').replace(/\.\d+Z$/, 'Z'))}</td>
   <td><code title="${esc(v.commit)}">${esc(v.commit.slice(0, 12))}</code></td>
   <td class="size">${humanBytes(v.size)}</td>
@@ -164,6 +209,7 @@ export function renderIndexHtml(c: Catalog): string {
 ostree admin deploy --os=${esc(img.name)} ${esc(c.remote)}:${esc(img.ref)}   # or: rpm-ostree rebase ${esc(c.remote)}:${esc(img.ref)}
 ostree admin upgrade --os=${esc(img.name)}</code></pre>
 ${img.ipxe ? `<pre class="copy"><code>chain ${esc(img.ipxe)}</code></pre>` : ''}
+${streamsHtml(c, img)}
 <table>
 <thead><tr><th>Version</th><th>Built</th><th>Commit</th><th>Size</th><th>Artifacts</th><th>Package changes</th></tr></thead>
 <tbody>
@@ -184,7 +230,7 @@ h1 { margin-bottom: 0; } h2 { margin-top: 2.5rem; border-bottom: 1px solid #d8de
 .muted { color: #667; font-weight: normal; font-size: .9em; }
 table { border-collapse: collapse; width: 100%; } th, td { text-align: left; vertical-align: top; padding: .35rem .6rem; border-bottom: 1px solid #eef1f4; }
 pre.copy { background: #f4f6f8; padding: .7rem 1rem; overflow-x: auto; border-radius: 6px; }
-.badge { background: #1f6feb; color: #fff; border-radius: 9px; padding: 0 .5rem; font-size: .75em; }
+.badge { background: #1f6feb; color: #fff; border-radius: 9px; padding: 0 .5rem; font-size: .75em; } .badge.stream { background: #8250df; }
 .add { color: #1a7f37; } .del { color: #cf222e; } .upg { color: #9a6700; }
 details.private summary { cursor: pointer; color: #9a6700; } details.private ul { margin: .3rem 0; padding-left: 1.2rem; } details.private p { margin: .3rem 0 0; }
 </style>
