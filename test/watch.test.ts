@@ -376,6 +376,21 @@ describe('watch survives failed rounds and reloads treecast.yaml (issue #12)', (
     expect(versionDirsA(), 'default retention keeps the previous version').toHaveLength(2);
     expect(catA('/usr/etc/oa/config')).toBe('oa under the fixed configuration\n');
   });
+
+  it('a new publish dir in treecast.yaml: the next round publishes there and --serve moves to it on the same URL', async () => {
+    const mark = stderr().length;
+    const pub2 = path.join(fx.dir, 'public2');
+    fx.write('treecast.yaml', 'images: ["images/*.yaml"]\npublish: { dir: public2 }\n');
+    await waitFor('the server to move to public2', () => /publish dir changed: now serving/.test(since(mark)), 30_000, ctx);
+    const s = since(mark);
+    expect(s).toContain(`publish dir ${pub} -> ${pub2}`);
+    expect(s).toContain(`the server keeps serving ${pub} until the first publish to ${pub2} succeeds`);
+    expect(s).toContain(`publish dir changed: now serving ${pub2} at ${url}/ (was ${pub})`);
+    // The same URL now serves the new tree, which holds a's current commit.
+    expect(publishedCommit(pub2, REF_A)).toBe(pubA());
+    expect(await servedRef(REF_A)).toBe(pubA());
+    expect((await served()).versions('a')).toHaveLength(1);
+  });
 });
 
 /** Runs a program to its end whatever its exit status (dd filling a disk ends with ENOSPC). */

@@ -131,7 +131,12 @@ class Watcher {
     // The initial build may have failed before anything was published: serve the (empty) dir anyway,
     // so the server is up when the first good round publishes into it.
     mkdirSync(this.repo.publishDir, { recursive: true });
-    this.server = await startServer({ dir: this.repo.publishDir, port, log: (l) => process.stderr.write(l + '\n') });
+    try {
+      this.server = await startServer({ dir: this.repo.publishDir, port, log: (l) => process.stderr.write(l + '\n') });
+    } catch (err) {
+      // At start a busy port ends the watch (exit 1), as it does for `treecast serve`: nothing is being served yet.
+      throw new UserError(`cannot serve ${this.repo.publishDir} on 127.0.0.1:${port}: ${err instanceof Error ? err.message : String(err)} (pick another port with --port)`);
+    }
     this.served = this.repo.publishDir;
     info(`serving ${this.served} at ${this.server.url}/`);
   }
