@@ -31,6 +31,10 @@ export function commitArgs(ctx: Pick<BuildContext, 'localRepo' | 'ref' | 'root' 
     info.parent ? `--parent=${info.parent}` : '--parent=none',
     // Clean up stray xattrs of the build host; ostree keeps mode/owner itself.
     '--no-xattrs',
+    // No ostree.ref-binding: a promotion points stream refs (stable, ...) at this very
+    // commit, and clients refuse a commit under a ref it is not bound to. Which refs
+    // may carry it is the signed summary's business (SECURITY.md).
+    '--no-bindings',
     '--generate-sizes',
   ];
   for (const [k, v] of Object.entries(meta)) args.push(`--add-metadata-string=${k}=${v}`);
