@@ -4,7 +4,7 @@
  *
  * A good signed v1 publish is kept as a snapshot; v2 is built. Each case
  * copies the snapshot, runs `treecast publish` for v2 and kills it: either
- * with the hidden `--crash-after PHASE` hook (the publisher SIGKILLs itself
+ * with the test-only TREECAST_TEST_CRASH_AFTER=PHASE hook (the publisher SIGKILLs itself
  * right after that phase) or from outside after N ms. Then, with the real
  * ostree client against compiler/serve on 127.0.0.1:
  *  - a fresh client pulls each ref and gets v1 (v2 only once the summary
@@ -213,11 +213,11 @@ const cases: { phase: (typeof PHASES)[number]; keep: number }[] = [
   ...(['objects', 'refs', 'summary', 'retention'] as const).map((phase) => ({ phase, keep: 1 })),
 ];
 
-describe('publish --crash-after PHASE (the publisher SIGKILLs itself)', () => {
+describe('TREECAST_TEST_CRASH_AFTER=PHASE (the publisher SIGKILLs itself)', () => {
   it.each(cases)('crash after $phase (retention keep $keep): v1 still served intact, the next publish completes v2', async ({ phase, keep }) => {
     f.setConfig({ keep });
     const dir = copySnapshot(`${phase}-keep${keep}`);
-    const r = await f.publish(dir, { key, extra: ['--crash-after', phase], run: { detached: true } });
+    const r = await f.publish(dir, { key, run: { detached: true, env: { TREECAST_TEST_CRASH_AFTER: phase } } });
     expect(r.signal, `exit ${r.code}: ${r.stderr}`).toBe('SIGKILL');
     const expected = V2_VISIBLE.has(phase) ? v2 : v1;
     // Staging leftovers exist exactly where the crash was inside the artifact phase.

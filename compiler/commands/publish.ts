@@ -29,7 +29,7 @@ export const publishCommand: Command = {
     'An image without a local build whose published tip a build recorded (up to date with the published tree) is',
     'skipped, not an error.',
   ].join('\n'),
-  options: { from: { type: 'string', multiple: true }, dir: { type: 'string' }, url: { type: 'string' }, 'gpg-key': { type: 'string' }, 'gpg-homedir': { type: 'string' }, to: { type: 'string' }, 'crash-after': { type: 'string' } },
+  options: { from: { type: 'string', multiple: true }, dir: { type: 'string' }, url: { type: 'string' }, 'gpg-key': { type: 'string' }, 'gpg-homedir': { type: 'string' }, to: { type: 'string' } },
   async run(ctx) {
     const repo = openRepo({ repo: ctx.repo });
     const { selected } = loadImages(repo, ctx.positionals);
@@ -41,8 +41,8 @@ export const publishCommand: Command = {
     if (v.dir) overrides.dir = path.resolve(String(v.dir));
     if (v.url) overrides.url = String(v.url).replace(/\/+$/, '');
     if (v['gpg-key']) overrides.key = { keyId: String(v['gpg-key']), homedir: path.resolve(String(v['gpg-homedir'] ?? path.join(process.env.HOME ?? '/root', '.gnupg'))) };
-    // Undocumented test hook: simulate a crash after a phase (see test/publish-crash.test.ts).
-    if (v['crash-after']) overrides.crashAfter = String(v['crash-after']);
+    // Test hook for test/publish-crash.test.ts, not a user option: SIGKILL ourselves after a phase.
+    if (process.env.TREECAST_TEST_CRASH_AFTER) overrides.crashAfter = process.env.TREECAST_TEST_CRASH_AFTER;
     const opts = publishOptions(repo, overrides);
     if (to) await checkDestination(opts.dir, to);
     const from = (v.from as string[] | undefined)?.map((d) => path.resolve(d));
