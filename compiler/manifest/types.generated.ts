@@ -233,7 +233,7 @@ export interface User {
    */
   shell?: string;
   /**
-   * crypt(3) hash for /etc/shadow (default: locked, '!').
+   * crypt(3) hash for /etc/shadow (default: locked, '!'). Published images are readable by anyone who reaches the HTTP tree, and a hash in them can be cracked offline: prefer ssh-authorized-keys, keep hashes to lab images (SECURITY.md).
    */
   "password-hash"?: string;
   /**
