@@ -9,7 +9,7 @@ import { defaultRef } from '../images.js';
 import { unpublished } from '../pipeline.js';
 import { builtItems } from '../publish/items.js';
 import { publishOptions, publishWithStreams } from '../publish/publish.js';
-import { streamsPending, type PublishedStream } from '../publish/streams.js';
+import { pendingStreamImages, type PublishedStream } from '../publish/streams.js';
 import { openRepo } from '../repo.js';
 import { printJson, type Command } from './command.js';
 import { serveCommand } from './serve.js';
@@ -66,9 +66,9 @@ export const ciCommand: Command = {
     // Streams of the other images: moved when the refs are not where the manifests say (not only
     // when this commit changed a pin, so a failed run's promotion is done by the next one).
     const opts = publishOptions(repo);
-    const streamOnly = all.filter((i) => !toPublish.includes(i) && opts.streams?.[i.manifest.name] && streamsPending(opts.dir, i.manifest.name, opts.streams[i.manifest.name]!));
+    const streamOnly = pendingStreamImages(repo, all, opts, new Set(toPublish.map((i) => i.manifest.name)));
     if (toPublish.length || streamOnly.length) {
-      const r = await publishWithStreams(toPublish.length ? await builtItems(repo, toPublish) : [], opts, streamOnly.map((i) => ({ manifest: i.manifest, ref: defaultRef(repo, i.manifest) })));
+      const r = await publishWithStreams(toPublish.length ? await builtItems(repo, toPublish) : [], opts, streamOnly);
       result.published = r.images;
       result.streams = r.streams;
     }

@@ -1,9 +1,10 @@
 import { existsSync } from 'node:fs';
 import path from 'node:path';
-import { EXIT, UsageError } from '../diagnostics.js';
-import { loadImages } from '../images.js';
+import { EXIT, UsageError, UserError } from '../diagnostics.js';
+import { defaultRef, loadImages } from '../images.js';
 import { builtItems, type UpToDateItem } from '../publish/items.js';
-import { publish, publishOptions } from '../publish/publish.js';
+import { publishOptions, publishWithStreams, type PublishItem } from '../publish/publish.js';
+import { pendingStreamImages, refCommit } from '../publish/streams.js';
 import { checkDestination, downloadTree, parseDestination, uploadTree } from '../publish/upload.js';
 import { openRepo } from '../repo.js';
 import { printJson, type Command } from './command.js';
@@ -28,6 +29,9 @@ export const publishCommand: Command = {
     '                     (or holds no repo/config) is an empty history.',
     'An image without a local build whose published tip a build recorded (up to date with the published tree) is',
     'skipped, not an error.',
+    'Release streams (manifest `streams`) of the images asked for whose ref is not where the manifest says (a',
+    'promotion or roll-back commit) move to the commit already published for that version, as with treecast ci:',
+    'nothing is rebuilt, so an image with streams needs no build when it is published (at DEST with --to).',
   ].join('\n'),
   options: { from: { type: 'string', multiple: true }, dir: { type: 'string' }, url: { type: 'string' }, 'gpg-key': { type: 'string' }, 'gpg-homedir': { type: 'string' }, to: { type: 'string' } },
   async run(ctx) {
@@ -47,19 +51,38 @@ export const publishCommand: Command = {
     if (to) await checkDestination(opts.dir, to);
     const from = (v.from as string[] | undefined)?.map((d) => path.resolve(d));
     const upToDate: UpToDateItem[] = [];
-    // Before the download: an image that was never built fails here, without a transfer.
-    const items = await builtItems(repo, selected, from?.length ? from : undefined, { onUpToDate: (u) => upToDate.push(u) });
+    const items: PublishItem[] = [];
+    // Images with release streams and no build at all: on a promotion commit the workflow builds
+    // nothing, and the publish job only moves their streams. Whether that is possible (the image
+    // is published) is known once DEST's tree is down; otherwise the build error stands then.
+    const unbuilt: { img: (typeof selected)[number]; error: UserError }[] = [];
+    for (const img of selected) {
+      try {
+        // Before the download: an image that was never built fails here, without a transfer.
+        items.push(...(await builtItems(repo, [img], from?.length ? from : undefined, { onUpToDate: (u) => upToDate.push(u) })));
+      } catch (e) {
+        if (!(e instanceof UserError && /has not been built yet/.test(e.message) && opts.streams?.[img.manifest.name])) throw e;
+        unbuilt.push({ img, error: e });
+      }
+    }
     // rsync's progress goes to our stdout (the exec wrapper inherits it there): only for a person at a terminal, never into --json.
     const progress = Boolean(process.stderr.isTTY && process.stdout.isTTY && !ctx.json);
     // DEST's history first, so the local publish continues it (previous commit, deltas, retention, index).
     const downloaded = to ? await downloadTree(opts.dir, to, { progress }) : undefined;
-    const published = items.length ? await publish(items, opts) : [];
+    for (const u of unbuilt) if (!refCommit(path.join(opts.dir, 'repo'), defaultRef(repo, u.img.manifest))) throw u.error;
+    // Streams of the images asked for that have nothing new (up to date, or only promoted),
+    // chosen the way ci chooses them; those of the published items ride along with them.
+    const streamOnly = pendingStreamImages(repo, selected, opts, new Set(items.map((i) => i.manifest.name)));
+    const result = items.length || streamOnly.length ? await publishWithStreams(items, opts, streamOnly) : { images: [], streams: [] };
+    const published = result.images;
+    const streams = result.streams.filter((x) => x.moved);
     // Also with nothing new: DEST catches up with the local tree. Nothing at all published anywhere: nothing to upload.
     const uploaded = to && existsSync(path.join(opts.dir, 'repo', 'config')) ? await uploadTree(opts.dir, to, { progress }) : undefined;
-    if (ctx.json) printJson({ dir: opts.dir, url: opts.url, signed: Boolean(opts.key), images: published, upToDate, ...(downloaded ? { download: downloaded } : {}), ...(uploaded ? { upload: uploaded } : {}) });
+    if (ctx.json) printJson({ dir: opts.dir, url: opts.url, signed: Boolean(opts.key), images: published, upToDate, streams, ...(downloaded ? { download: downloaded } : {}), ...(uploaded ? { upload: uploaded } : {}) });
     else {
       for (const p of published) process.stdout.write(`${p.name}\t${p.version}\t${p.commit}\t${p.delta ? `delta ${p.delta}` : 'no delta'}\n`);
       for (const u of upToDate) process.stdout.write(`${u.name}\t${u.version}\t${u.commit}\tup to date with the published tree\n`);
+      for (const x of streams) process.stdout.write(`${x.image}\t${x.version}\t${x.commit}\tstream ${x.stream} (${x.ref})\t${x.delta ? `moved (delta ${x.delta})` : 'moved'}\n`);
     }
     return EXIT.ok;
   },

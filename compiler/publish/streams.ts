@@ -19,7 +19,7 @@ import { readManifestJson } from '../build/emit.js';
 import { defaultRef, validateAll } from '../images.js';
 import { compareVersions, isOwnRef, type ResolvedStream } from '../manifest/streams.js';
 import type { ImageManifest } from '../manifest/types.js';
-import { imageStreams } from '../manifest/validate.js';
+import { imageStreams, type ValidManifest } from '../manifest/validate.js';
 import { listImageFiles, type Repo } from '../repo.js';
 
 /** An image's ref (where every build goes) and its declared streams. */
@@ -167,4 +167,17 @@ export function streamTargetsIn(publishDir: string, image: string, decl: ImageSt
 export function streamsPending(publishDir: string, image: string, decl: ImageStreamDecl): boolean {
   const { targets, errors } = streamTargetsIn(publishDir, image, decl);
   return errors.length > 0 || targets.some((t) => !t.ownRef && t.previous !== t.commit);
+}
+
+/**
+ * The images of `images` (other than those in `publishing`, whose streams ride
+ * along with their new commit) whose streams are not where the manifests say:
+ * publishWithStreams moves them without a build. Not only when this commit
+ * changed a pin, so a failed run's promotion is done by the next one. Shared by
+ * ci and publish, so both move the same streams.
+ */
+export function pendingStreamImages(repo: Repo, images: ValidManifest[], o: { dir: string; streams?: Record<string, ImageStreamDecl> }, publishing: ReadonlySet<string>): StreamImage[] {
+  return images
+    .filter((i) => !publishing.has(i.manifest.name) && o.streams?.[i.manifest.name] && streamsPending(o.dir, i.manifest.name, o.streams[i.manifest.name]!))
+    .map((i) => ({ manifest: i.manifest, ref: defaultRef(repo, i.manifest) }));
 }
