@@ -7,7 +7,7 @@
  * treecast.yaml names the served tree as publish.url. For each push, every job
  * runs the way GitHub runs it: in its OWN FRESH CLONE, with an EMPTY cache dir
  * and no public/:
- *   plan job    validate, plan, plan --matrix --since <before>
+ *   plan job    validate, plan, plan --matrix, plan --json (its `streams`) --since <before>
  *   build jobs  one per affected image: build IMAGE --json; the cache dir is the
  *               job's artifact (copied, as upload/download-artifact would)
  *   publish job publish IMAGES --from <artifact>... --to <docroot> --json
@@ -45,10 +45,14 @@ interface PublishOut {
   upToDate: { name: string; version: string; commit: string }[];
   download?: { found: boolean };
   upload?: { phases: { name: string }[] };
+  streams: { image: string; stream: string; ref: string; version: string; commit: string; previous?: string; delta?: string }[];
 }
 
-const BASE_REF = 'sim/base/x86_64/stable';
-const DERIVED_REF = 'sim/derived/x86_64/stable';
+// The images' own refs, where every build goes, are `devel`: the `stable` stream of derived
+// (pinned to a version from push 4 on) may not sit on the image's own ref.
+const BASE_REF = 'sim/base/x86_64/devel';
+const DERIVED_REF = 'sim/derived/x86_64/devel';
+const STABLE_REF = 'sim/derived/x86_64/stable';
 const OS = 'derived';
 
 /** One treecast command a simulated job ran: its job and its argv (without --repo, which the workflow gets from the checkout). */
@@ -60,6 +64,11 @@ interface Ran {
 /** What one simulated workflow run did. */
 interface WorkflowRun {
   matrix: string[];
+  /** Images whose streams the push moves and that nothing builds (the plan job's `streams` output). */
+  streams: string[];
+  planText: string;
+  /** Whether the publish job ran (the workflow skips it when there is neither a build nor a stream to move). */
+  published: boolean;
   builds: Record<string, Record<string, BuiltImage>>;
   publish: PublishOut;
   publishStderr: string;
@@ -113,9 +122,12 @@ describe('CI simulation: plan -> build jobs -> publish --to, fresh clones and em
     const planDir = clone('plan');
     const planCache = path.join(root, 'jobs', `${jobCount}-plan-cache`);
     await treecast('plan', planDir, planCache, ['validate']);
-    await treecast('plan', planDir, planCache, ['plan', '--since', before]);
+    const planText = (await treecast('plan', planDir, planCache, ['plan', '--since', before])).stdout;
     const m = JSON.parse((await treecast('plan', planDir, planCache, ['plan', '--matrix', '--since', before])).stdout) as { include: { image: string }[] };
     const matrix = m.include.map((i) => i.image);
+    // The workflow's `streams` output: images whose streams move and that no build job builds.
+    const p = JSON.parse((await treecast('plan', planDir, planCache, ['plan', '--json', '--since', before])).stdout) as { affected: { name: string }[]; streams: { image: string }[] };
+    const streams = [...new Set(p.streams.map((x) => x.image))].filter((i) => !p.affected.some((a) => a.name === i));
     // build jobs: in parallel, like the matrix; each its own clone and empty cache.
     const artifacts: Record<string, string> = {};
     const builds: WorkflowRun['builds'] = {};
@@ -133,12 +145,18 @@ describe('CI simulation: plan -> build jobs -> publish --to, fresh clones and em
         artifacts[image] = artifact;
       }),
     );
-    // publish job: a fresh clone without public/; download-artifact gives it the build caches.
+    // The publish job's `if`: a build or a stream to move.
+    if (!matrix.length && !streams.length) {
+      const run = { matrix, streams, planText, published: false, builds, publish: { images: [], upToDate: [], streams: [] }, publishStderr: '' };
+      runs.push(run);
+      return run;
+    }
+    // publish job: a fresh clone without public/; download-artifact gives it the build caches (none for a promotion).
     const pubDir = clone('publish');
     expect(fs.existsSync(path.join(pubDir, 'public'))).toBe(false);
-    const args = ['publish', ...matrix, ...matrix.flatMap((i) => ['--from', artifacts[i]!]), '--to', docroot, '--json'];
+    const args = ['publish', ...matrix, ...streams, ...matrix.flatMap((i) => ['--from', artifacts[i]!]), '--to', docroot, '--json'];
     const r = await treecast('publish', pubDir, path.join(root, 'jobs', `${jobCount}-publish-cache`), args, o.bwlimit ? { TREECAST_UPLOAD_BWLIMIT: o.bwlimit } : {});
-    const run = { matrix, builds, publish: JSON.parse(r.stdout) as PublishOut, publishStderr: r.stderr };
+    const run = { matrix, streams, planText, published: true, builds, publish: JSON.parse(r.stdout) as PublishOut, publishStderr: r.stderr };
     runs.push(run);
     return run;
   };
@@ -319,6 +337,74 @@ describe('CI simulation: plan -> build jobs -> publish --to, fresh clones and em
     expect(out.upToDate).toMatchObject([{ name: 'base', version: '1.0.2', commit: before.trim() }]);
     expect(fs.readFileSync(path.join(docroot, 'repo/refs/heads', BASE_REF), 'utf8')).toBe(before);
   }, 120_000);
+
+  /** A client of its own with ostree's default checks (ref bindings verified; unsigned tree: no GPG) pulls `ref`; returns the commit it got. */
+  const pullRef = async (ref: string): Promise<string> => {
+    const client = fs.mkdtempSync(path.join(root, 'stream-client-'));
+    await must('ostree', ['init', `--repo=${client}`, '--mode=archive']);
+    await must('ostree', ['remote', 'add', `--repo=${client}`, '--no-gpg-verify', 'origin', `${server.url}/repo`, ref]);
+    await must('ostree', ['pull', `--repo=${client}`, 'origin', ref]);
+    return execFileSync('ostree', ['rev-parse', `--repo=${client}`, `origin:${ref}`], { encoding: 'utf8' }).trim();
+  };
+
+  /** A push that only pins derived's `stable` stream: the workflow builds nothing and its publish job moves the ref at DEST. */
+  const pinStable = async (version: string, message: string) => {
+    const file = path.join(fx.dir, 'images/derived.yaml');
+    const spec = fs.readFileSync(file, 'utf8').replace(/^streams:.*\n/m, '');
+    fx.write('images/derived.yaml', `${spec}streams: { stable: { version: "${version}" } }\n`);
+    const before = push(message);
+    const mark = ran.length;
+    const derivedRef = fs.readFileSync(path.join(docroot, 'repo/refs/heads', DERIVED_REF), 'utf8');
+    const run = await workflow(before);
+    // No build job and no build anywhere: the matrix is empty, the publish job only moved the ref.
+    expect(run.matrix).toEqual([]);
+    expect(run.streams).toEqual(['derived']);
+    expect(ran.slice(mark).filter((r) => r.argv[0] === 'build' || r.job.startsWith('build'))).toEqual([]);
+    expect(run.published).toBe(true);
+    expect(run.publish.images).toEqual([]);
+    // The image's own ref did not move.
+    expect(fs.readFileSync(path.join(docroot, 'repo/refs/heads', DERIVED_REF), 'utf8')).toBe(derivedRef);
+    return run;
+  };
+
+  /** The commit published for a version of derived (what publish reported when it was built). */
+  const derivedCommit = (version: string): string => runs.flatMap((r) => r.publish.images).find((i) => i.name === 'derived' && i.version === version)!.commit;
+
+  /** What a served stream looks like after a publish moved it to `version`. */
+  const expectServedStable = async (version: string) => {
+    const commit = derivedCommit(version);
+    expect(fs.readFileSync(path.join(docroot, 'repo/refs/heads', STABLE_REF), 'utf8').trim()).toBe(commit);
+    // The summary (what HTTP clients read) lists it too, and a plain client pulls exactly that commit.
+    expect(execFileSync('ostree', ['summary', '--view', `--repo=${path.join(docroot, 'repo')}`], { encoding: 'utf8' })).toContain(STABLE_REF);
+    expect(await pullRef(STABLE_REF)).toBe(commit);
+    const index = JSON.parse(fs.readFileSync(path.join(docroot, 'index.json'), 'utf8')) as { images: { name: string; streams: { name: string; ref: string; version: string | null; commit: string }[] }[] };
+    expect(index.images.find((i) => i.name === 'derived')!.streams).toMatchObject([{ name: 'stable', ref: STABLE_REF, version, commit }]);
+    expect(fs.readFileSync(path.join(docroot, 'kickstart/derived-stable.ks'), 'utf8')).toContain(STABLE_REF);
+    return commit;
+  };
+
+  it('push 4 (only a stream pin, promote derived 1.0.2 to stable): no build; the publish job points stable at the published 1.0.2 commit at DEST', async () => {
+    const run = await pinStable('1.0.2', 'promote derived 1.0.2 to stable');
+    expect(run.planText).toMatch(/0 of 2 image\(s\) affected/);
+    expect(run.planText).toContain('promote derived 1.0.2 to stable');
+    const commit = await expectServedStable('1.0.2');
+    // A new stream ref: no previous commit, so no delta.
+    expect(run.publish.streams).toMatchObject([{ image: 'derived', stream: 'stable', ref: STABLE_REF, version: '1.0.2', commit }]);
+    expect(run.publish.streams[0]!.previous).toBeUndefined();
+    expect(run.publish.download?.found).toBe(true);
+    execFileSync('ostree', ['fsck', `--repo=${path.join(docroot, 'repo')}`]);
+  }, 240_000);
+
+  it('push 5 (roll back stable to 1.0.1): stable moves back to the published 1.0.1 commit with a static delta from 1.0.2', async () => {
+    const run = await pinStable('1.0.1', 'roll back stable to 1.0.1');
+    expect(run.planText).toContain('roll back stable of derived from 1.0.2 to 1.0.1');
+    const from = derivedCommit('1.0.2');
+    const commit = await expectServedStable('1.0.1');
+    expect(run.publish.streams).toMatchObject([{ stream: 'stable', version: '1.0.1', commit, previous: from, delta: `${from.slice(0, 12)}-${commit.slice(0, 12)}` }]);
+    // The delta is in the served repo, for hosts on stable that run 1.0.2.
+    expect(execFileSync('ostree', ['static-delta', 'list', `--repo=${path.join(docroot, 'repo')}`], { encoding: 'utf8' })).toContain(`${from}-${commit}`);
+    execFileSync('ostree', ['fsck', `--repo=${path.join(docroot, 'repo')}`]);
+  }, 240_000);
 
   it('the workflow runs the same treecast commands as this simulation (verbs and flags, job by job)', () => {
     const wf = yaml.load(fs.readFileSync(path.join(PROJECT_ROOT, '.github/workflows/images.yml'), 'utf8')) as {
