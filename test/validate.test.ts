@@ -382,3 +382,52 @@ describe('the examples in images/ are valid', () => {
     expect(images.map((i) => i.shown).sort()).toEqual(examples);
   });
 });
+
+describe('found by the parser fuzz (test/reliability/fuzz.test.ts): located errors, not crashes', () => {
+  /** Validates `text` as images/<name>.yaml of the fixture repository; returns the diagnostics as printed. */
+  function check(name: string, text: string | Buffer): string[] {
+    const file = path.join(repoDir, `images/${name}.yaml`);
+    fs.writeFileSync(file, text);
+    try {
+      const r = validateManifest(file, repoDir); // threw a TypeError / ENAMETOOLONG before the fix
+      expect(r.ok).toBe(false);
+      return r.ok ? [] : r.diagnostics.map(formatDiagnostic);
+    } finally {
+      fs.rmSync(file);
+    }
+  }
+
+  it('a NUL byte in an include path', () => {
+    // fs calls throw ERR_INVALID_ARG_VALUE (a TypeError) on NUL: exit 3 with a stack.
+    expect(check('nul-include', '{include: ["\\0"]}\n')).toEqual(['images/nul-include.yaml:1:12: include: include "\0" contains a NUL byte (\\0) (hint: no file name can hold one)']);
+  });
+
+  it('a NUL byte in overlay, source and script paths', () => {
+    const text = 'name: nul\nbase: { source: debian }\noverlays: ["overlays/\\0"]\nfiles: [{ path: /etc/x, source: "files/a\\0b" }]\npostprocess-script: "\\0"\n';
+    expect(check('nul-paths', text)).toEqual([
+      'images/nul-paths.yaml:3:12: overlays[0]: "overlays/\0" contains a NUL byte (\\0) (hint: no file name can hold one)',
+      'images/nul-paths.yaml:5:21: postprocess-script: "\0" contains a NUL byte (\\0) (hint: no file name can hold one)',
+      'images/nul-paths.yaml:4:33: files[0].source: "files/a\0b" contains a NUL byte (\\0) (hint: no file name can hold one)',
+    ]);
+  });
+
+  it('a path component longer than the file system allows (ENAMETOOLONG)', () => {
+    const long = 'x'.repeat(300);
+    expect(check('long-overlay', `name: long\nbase: { source: debian }\noverlays: [overlays/${long}]\n`)).toEqual([
+      `images/long-overlay.yaml:3:12: overlays[0]: "overlays/${long}" is too long a path for the file system (ENAMETOOLONG)`,
+    ]);
+    expect(check('long-include', `include: [${long}.yaml]\nname: long\n`)).toEqual([`images/long-include.yaml:1:11: include: include "${long}.yaml" is too long a path for the file system (ENAMETOOLONG)`]);
+  });
+
+  it('a YAML error in a file with lone CR line breaks is located within the file', () => {
+    // js-yaml counts "\r" as a line break, every other location counts "\n": it said line 5 of a one-line file.
+    const [d] = check('cr-only', 'name: cr\rbase: {\rpackages: [a\r');
+    expect(d).toMatch(/^images\/cr-only\.yaml:1:\d+: YAML syntax error: /);
+  });
+
+  it('a list or map used as a key', () => {
+    // js-yaml makes the key the string "[object Object]" (or "a,b"), which the unknown-key message then showed.
+    expect(check('complex-key', 'name: ck\nbase: { source: debian }\n? { a: b }\n: c\n')).toEqual(['images/complex-key.yaml:3:3: a key must be a single value, not a map (hint: keys are plain names such as "packages")']);
+    expect(check('complex-key-list', 'name: ck\nbase: { source: debian }\n[a, b]: c\n')).toEqual(['images/complex-key-list.yaml:3:1: a key must be a single value, not a list (hint: keys are plain names such as "packages")']);
+  });
+});

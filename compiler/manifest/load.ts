@@ -7,7 +7,7 @@
 import { readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
 import type { Diagnostic, Loc } from '../diagnostics.js';
-import { displayPath, isInside, resolveRepoInput, type RepoDirs } from '../paths.js';
+import { displayPath, isInside, resolveRepoInput, type RepoDirs, type RepoInput, type RepoInputKind } from '../paths.js';
 import { repoDirsOf } from '../repo.js';
 import { LIMITS, parseYaml, type LNode } from './yaml.js';
 
@@ -58,6 +58,25 @@ export function loadManifest(file: string, repo: string | RepoDirs): LoadResult 
   const root = loadFile(abs, real, [], [], [], st);
   if (!root || st.diagnostics.length) return { ok: false, diagnostics: st.diagnostics, files: st.files };
   return { ok: true, manifest: { file: abs, root, files: st.files } };
+}
+
+/**
+ * resolveRepoInput for a path written in a manifest, which may be anything a
+ * string can hold: the file system calls behind it throw on a NUL byte (a
+ * TypeError, not an errno) and on a name longer than the kernel takes
+ * (ENAMETOOLONG). Found by the parser fuzz (test/reliability/fuzz.test.ts):
+ * both crashed `validate` with exit 3 instead of a located error.
+ */
+export function resolveManifestPath(repo: RepoDirs, rel: string, kind: RepoInputKind, from?: string): RepoInput {
+  if (rel.includes('\0')) return { ok: false, code: 'type', reason: 'contains a NUL byte (\\0)', hint: 'no file name can hold one' };
+  try {
+    return resolveRepoInput(repo, rel, kind, from);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (typeof code !== 'string' || !/^E[A-Z]+$/.test(code)) throw err; // only the file system's refusals are the input's fault
+    const reason = code === 'ENAMETOOLONG' ? 'is too long a path for the file system (ENAMETOOLONG)' : `cannot be looked up (${code})`;
+    return { ok: false, code: 'type', reason };
+  }
 }
 
 /** Reads a text file as a manifest: size limit, UTF-8 check, YAML parse. */
@@ -138,7 +157,7 @@ function loadFile(abs: string, real: string, chain: string[], realChain: string[
   for (const { path: rel, loc } of includes) {
     if (st.exhausted) break;
     const target = path.resolve(path.dirname(abs), rel);
-    const r = resolveRepoInput(st.repo, rel, 'file', path.dirname(abs));
+    const r = resolveManifestPath(st.repo, rel, 'file', path.dirname(abs));
     if (!r.ok) {
       if (r.code === 'outside') st.diagnostics.push({ loc, path: 'include', message: `include "${rel}" leaves the repository`, hint: 'includes must live inside the repository' });
       else if (r.code === 'missing') st.diagnostics.push({ loc, path: 'include', message: `included file "${rel}" does not exist (looked for ${displayPath(repoRoot, target)})` });

@@ -6,7 +6,8 @@
 import path from 'node:path';
 import type { Diagnostic } from '../diagnostics.js';
 import { keyPath } from '../diagnostics.js';
-import { isNormalizedAbsolute, resolveRepoInput, type RepoDirs } from '../paths.js';
+import { isNormalizedAbsolute, type RepoDirs } from '../paths.js';
+import { resolveManifestPath } from './load.js';
 import type { ImageManifest } from './types.js';
 import { locate } from './schema.js';
 import type { LNode } from './yaml.js';
@@ -27,7 +28,7 @@ export function checkSemantics(m: ImageManifest, root: LNode, repo: RepoDirs): D
     out.push({ loc: locate(root, segs, which), path: keyPath(segs), message, hint });
 
   const repoFile = (segs: (string | number)[], rel: string, kind: 'file' | 'directory') => {
-    const r = resolveRepoInput(repo, rel, kind);
+    const r = resolveManifestPath(repo, rel, kind);
     if (r.ok) return;
     if (r.code === 'missing') {
       return at(segs, `${kind} "${rel}" does not exist in the repository`, kind === 'directory' ? 'overlay paths are relative to the repository root' : 'source paths are relative to the repository root');

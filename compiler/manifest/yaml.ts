@@ -95,9 +95,10 @@ export function parseYaml(text: string, file: string): ParseResult {
   if (value === undefined || rootRaw === undefined) {
     return fail({ loc: { file, line: 1, col: 1 }, message: 'file has no YAML document' });
   }
-  const root = toLNode(rootRaw, value, text, file);
-  const reserved = reservedKeys(root);
-  if (reserved.length) return { ok: false, diagnostics: reserved };
+  const complexKeys: Diagnostic[] = [];
+  const root = toLNode(rootRaw, value, text, file, complexKeys);
+  const refused = [...complexKeys, ...reservedKeys(root)];
+  if (refused.length) return { ok: false, diagnostics: refused };
   return { ok: true, root };
 }
 
@@ -128,9 +129,11 @@ function fail(d: Diagnostic): ParseResult {
 
 function yamlErrorDiagnostic(err: yaml.YAMLException, text: string, file: string): Diagnostic {
   const mark = err.mark as { line?: number; column?: number; position?: number } | undefined;
-  // At the end of a file without a final newline js-yaml points one line past it (it appends one): clamp.
-  const atEnd = typeof mark?.position === 'number' && mark.position >= text.length;
-  const loc: Loc = atEnd ? locAt(text, text.length, file) : mark && typeof mark.line === 'number' ? { file, line: mark.line + 1, col: (mark.column ?? 0) + 1 } : { file, line: 1, col: 1 };
+  // Located from the offset, like every other node: js-yaml's own line count also
+  // breaks lines at a lone "\r" (found by the parser fuzz: line 5 of a one-line file),
+  // and at the end of a file without a final newline it points one line past it.
+  const loc: Loc =
+    typeof mark?.position === 'number' ? locAt(text, Math.min(mark.position, text.length), file) : mark && typeof mark.line === 'number' ? { file, line: mark.line + 1, col: (mark.column ?? 0) + 1 } : { file, line: 1, col: 1 };
   const reason = err.reason || err.message;
   let hint: string | undefined;
   const lineText = text.split('\n')[loc.line - 1] ?? '';
@@ -182,7 +185,8 @@ function collapse(n: RawNode | undefined): RawNode | undefined {
   return n;
 }
 
-function toLNode(raw: RawNode, value: unknown, text: string, file: string, nullLoc?: Loc): LNode {
+/** `complexKeys` collects keys that are lists or maps (`? [a, b]` or `? {a: b}`), refused: see below. */
+function toLNode(raw: RawNode, value: unknown, text: string, file: string, complexKeys: Diagnostic[], nullLoc?: Loc): LNode {
   // An empty value (`key:` or a bare `-`) is best shown where its key or dash is.
   const loc = value === null && nullLoc ? nullLoc : locAt(text, skipBlank(text, raw.start), file);
   const isAlias = raw.children.length === 0;
@@ -193,7 +197,7 @@ function toLNode(raw: RawNode, value: unknown, text: string, file: string, nullL
       const child = isAlias ? undefined : collapse(raw.children[j]);
       if (child && Object.is(child.result, v)) {
         j++;
-        return toLNode(child, v, text, file);
+        return toLNode(child, v, text, file, complexKeys);
       }
       return located(v, loc);
     });
@@ -206,11 +210,16 @@ function toLNode(raw: RawNode, value: unknown, text: string, file: string, nullL
       const keyRaw = raw.children[i++]!;
       const key = String(keyRaw.result);
       const keyLoc = locAt(text, skipBlank(text, keyRaw.start), file);
+      // js-yaml turns a list or map used as a key into a string ("a,b", "[object Object]"):
+      // no manifest key is one, and the message would show that string (found by the parser fuzz).
+      if (typeof keyRaw.result === 'object' && keyRaw.result !== null) {
+        complexKeys.push({ loc: keyLoc, message: `a key must be a single value, not ${Array.isArray(keyRaw.result) ? 'a list' : 'a map'}`, hint: 'keys are plain names such as "packages"' });
+      }
       const valueRaw = collapse(raw.children[i]);
       const hasValueNode = valueRaw !== undefined && Object.is(valueRaw.result, record[key]);
       if (hasValueNode) i++;
       if (!(key in record) || key === '<<' || entries.has(key)) continue;
-      const node = hasValueNode ? toLNode(valueRaw, record[key], text, file, keyLoc) : located(record[key], keyLoc);
+      const node = hasValueNode ? toLNode(valueRaw, record[key], text, file, complexKeys, keyLoc) : located(record[key], keyLoc);
       entries.set(key, { keyLoc, node });
     }
     // Keys we could not place (merge keys `<<`, aliases) take the map's own location;
