@@ -425,6 +425,12 @@ describe('found by the parser fuzz (test/reliability/fuzz.test.ts): located erro
     expect(d).toMatch(/^images\/cr-only\.yaml:1:\d+: YAML syntax error: /);
   });
 
+  it('an alias inside the node its anchor names (a cycle)', () => {
+    // js-yaml returns a cyclic object: locating it recursed until "Maximum call stack size exceeded".
+    expect(check('alias-cycle', 'name: cyc\nbase: { source: debian }\nmetadata: &m\n  self: *m\n')).toEqual(['images/alias-cycle.yaml:4:9: refused: this alias is inside the node its anchor names (a cycle) (hint: an alias may only repeat a node that is complete before it)']);
+    expect(check('alias-cycle-flow', 'name: cyc\nbase: { source: debian }\npackages: &p [a, [b, *p]]\n')).toEqual(['images/alias-cycle-flow.yaml:3:22: refused: this alias is inside the node its anchor names (a cycle) (hint: an alias may only repeat a node that is complete before it)']);
+  });
+
   it('a list or map used as a key', () => {
     // js-yaml makes the key the string "[object Object]" (or "a,b"), which the unknown-key message then showed.
     expect(check('complex-key', 'name: ck\nbase: { source: debian }\n? { a: b }\n: c\n')).toEqual(['images/complex-key.yaml:3:3: a key must be a single value, not a map (hint: keys are plain names such as "packages")']);

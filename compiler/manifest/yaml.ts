@@ -95,6 +95,10 @@ export function parseYaml(text: string, file: string): ParseResult {
   if (value === undefined || rootRaw === undefined) {
     return fail({ loc: { file, line: 1, col: 1 }, message: 'file has no YAML document' });
   }
+  const cycle = aliasCycle(rootRaw, new Set());
+  if (cycle !== undefined) {
+    return fail({ loc: at(skipBlank(text, cycle)), message: 'refused: this alias is inside the node its anchor names (a cycle)', hint: 'an alias may only repeat a node that is complete before it' });
+  }
   const complexKeys: Diagnostic[] = [];
   const root = toLNode(rootRaw, value, text, file, complexKeys);
   const refused = [...complexKeys, ...reservedKeys(root)];
@@ -112,6 +116,31 @@ function reservedKeys(node: LNode, segs: (string | number)[] = [], out: Diagnost
     }
   }
   return out;
+}
+
+/**
+ * Offset of an alias that names a node it is inside of (`a: &x { b: *x }`),
+ * if any: js-yaml registers the anchor before reading the node's content, so
+ * the result is a cyclic object, and every walk over it (locating, plain(),
+ * the schema check) recursed until the stack overflowed (found by the parser
+ * fuzz). Aliases are the leaves whose result is an object; the walk is as
+ * deep as the document's nesting, which LIMITS.depth bounds.
+ */
+function aliasCycle(node: RawNode, open: Set<unknown>): number | undefined {
+  const obj = typeof node.result === 'object' && node.result !== null ? node.result : undefined;
+  if (!obj) return undefined;
+  if (node.children.length === 0) return open.has(obj) ? node.start : undefined;
+  const added = !open.has(obj); // a wrapper has the same result as its one child
+  if (added) open.add(obj);
+  try {
+    for (const c of node.children) {
+      const found = aliasCycle(c, open);
+      if (found !== undefined) return found;
+    }
+    return undefined;
+  } finally {
+    if (added) open.delete(obj);
+  }
 }
 
 class LimitError extends Error {

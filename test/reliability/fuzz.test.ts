@@ -376,9 +376,9 @@ const structured = fc
 const SNIPPETS = [
   ':', '- ', '[', ']', '{', '}', ',', '&', '*', '!', '|', '>', '#', '"', "'", '%', '@', '`', '?', '\t', '\n', ' ', '\r', '\0', '\uFEFF', '\u2028', '\u0085', 'é', '🚀',
   '---\n', '...\n', '--- |\n', '%YAML 1.2\n---\n', '%YAML 1.1\n', '%TAG ! tag:x,2000:\n', '---\n---\n', '--- !!map\n',
-  'anchors: &a {x: [1, 2]}\nrefs: [*a, *a]\n', '<<: *nope\n', 'base: &b { source: debian }\nother: *b\n', '<<: {name: merged}\n', '<<: [*a, *a]\n', '*undefined_alias\n', '&a &b x\n', 'x: &a\n  y: *a\n',
+  'anchors: &a {x: [1, 2]}\nrefs: [*a, *a]\n', '<<: *nope\n', 'base: &b { source: debian }\nother: *b\n', '<<: {name: merged}\n', '<<: [*a, *a]\n', '*no_such_alias\n', '&a &b x\n', 'x: &a\n  y: *a\n',
   'packages: [a, {b: [c\n', 'files:\n- {path: /x, content: |\n    hi\n  }\n', '{a: b}: c\n', '? [a, b]\n: v\n', '? complex\n: key\n',
-  '!!binary aGk=', '!!timestamp 2001-12-14', '!!js/function "x"', '!!js/undefined ~', '!!set {a, b}', '!!omap [a: 1]', '!foo x', '!!int "12"', '!!float .inf', '!<tag:yaml.org,2002:str> x', '!!python/object:os.system x',
+  '!!binary aGk=', '!!timestamp 2001-12-14', '!!js/function "x"', '!!js/regexp /x/', '!!set {a, b}', '!!omap [a: 1]', '!foo x', '!!int "12"', '!!float .inf', '!<tag:yaml.org,2002:str> x', '!!python/object:os.system x',
   '__proto__: {polluted: yes}\n', 'constructor: {prototype: {polluted: yes}}\n', '"__proto__": x\n', 'prototype: ~\n', 'name: ~\n', 'name: yes\n', 'mode: 0o644', 'mode: .inf', ' 0644', ' ~', ' yes',
   'include: [../../../etc/passwd]\n', 'include: ../edge-host.yaml\n', 'include: .git/config\n', 'overlays: [outlink, ., .git, overlays/with-git]\n', 'include: [common/cycle.yaml]\n',
 ];
@@ -465,6 +465,7 @@ function applyMutation(b: Buffer, m: Mutation): Buffer {
     }
     case 'swapLines': {
       const ls = lines();
+      if (ls.length === 0) return b; // earlier mutations may have deleted every line
       const i = pick(m.line, ls.length);
       const j = pick(m.other, ls.length);
       [ls[i], ls[j]] = [ls[j]!, ls[i]!];
@@ -527,7 +528,7 @@ const stats = { structured: newStats(), mutated: newStats() };
 
 /** A coarse class of a diagnostic, to show that every stage (YAML, schema, semantics, input policy) was reached. */
 function kindOf(message: string): string {
-  if (/^YAML syntax error|^file is (empty|not valid UTF-8)|^refused: document|^file has no YAML/.test(message)) return 'yaml';
+  if (/^YAML syntax error|^file is (empty|not valid UTF-8)|^refused: (document|this alias)|^file has no YAML|^a key must be a single value/.test(message)) return 'yaml';
   if (/^refused: file is|^refused: this manifest and its includes/.test(message)) return 'limits';
   if (/^key "(__proto__|constructor|prototype)" is not allowed/.test(message)) return 'reserved-key';
   if (/git directory|leaves the repository|outside the repository|is inside the|contains the|symlinks/.test(message)) return 'input-policy';
