@@ -582,7 +582,6 @@ function problemsOf(o: Outcome, root: string): string[] {
   return out;
 }
 
-const dbg = new Map<string, number>();
 function record(s: Stats, o: Outcome) {
   s.inputs++;
   s.times.push(o.ms);
@@ -591,7 +590,6 @@ function record(s: Stats, o: Outcome) {
   for (const d of o.diagnostics ?? []) {
     s.diagnostics++;
     const k = kindOf(d.message);
-    if (process.env.FUZZ_DEBUG) { const key = (d.path ?? '') + ' | ' + d.message.slice(0, 50); dbg.set(key, (dbg.get(key) ?? 0) + 1); }
     s.kinds.set(k, (s.kinds.get(k) ?? 0) + 1);
   }
 }
@@ -617,7 +615,6 @@ beforeAll(() => {
 });
 afterAll(async () => {
   await worker.stop();
-  if (process.env.FUZZ_DEBUG) console.log([...dbg].sort((a, b) => b[1] - a[1]).slice(0, 30).join('\n'));
   for (const [name, s] of Object.entries(stats)) if (s.inputs) console.log(summary(name, s));
   removeDir(repoDir);
   removeDir(cliDir);
