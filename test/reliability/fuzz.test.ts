@@ -76,7 +76,7 @@ parentPort.on('message', ({ id, root, files }) => {
       manifestProblems: r.images.flatMap((i) => protoProblems(i.manifest, i.shown, [])),
     };
   } catch (e) {
-    out = { thrown: { userError: e instanceof UserError, name: e && e.name, message: String(e && e.message), stack: String(e && e.stack) } };
+    out = { thrown: { userError: e instanceof UserError, exitCode: e && e.exitCode, name: e && e.name, message: String(e && e.message), stack: String(e && e.stack) } };
   }
   const ms = performance.now() - t;
   out.polluted = ({}).polluted !== undefined || protoKeys() !== cleanProto;
@@ -98,7 +98,7 @@ interface Outcome {
   diagnostics?: { loc?: Loc; path?: string; message: string; hint?: string }[];
   valid?: string[];
   manifestProblems?: string[];
-  thrown?: { userError: boolean; name: string; message: string; stack: string };
+  thrown?: { userError: boolean; exitCode?: number; name: string; message: string; stack: string };
 }
 
 class ValidatorWorker {
@@ -553,7 +553,8 @@ const withoutQuoted = (s: string) => s.replace(/"(?:[^"\\]|\\.)*"/g, '""');
 
 function problemsOf(o: Outcome, root: string): string[] {
   const out: string[] = [];
-  if (o.thrown && !o.thrown.userError) out.push(`threw ${o.thrown.name}: ${o.thrown.message}\n${o.thrown.stack}`);
+  // A UserError with exit code 1 is what the CLI reports as invalid input; anything else is a crash (exit 3) or a usage error (2).
+  if (o.thrown && !(o.thrown.userError && o.thrown.exitCode === 1)) out.push(`threw ${o.thrown.name} (exit code ${o.thrown.exitCode}): ${o.thrown.message}\n${o.thrown.stack}`);
   if (o.polluted) out.push('Object.prototype was modified');
   for (const p of o.manifestProblems ?? []) out.push(`valid manifest is not plain data: ${p}`);
   if (o.ms > TIME_BOUND_MS) out.push(`took ${o.ms.toFixed(0)} ms (bound ${TIME_BOUND_MS} ms)`);
