@@ -26,7 +26,7 @@ const CACHE = process.env.TREECAST_TEST_CACHE ?? path.join(PROJECT_ROOT, '.treec
 
 function cli(args: string[], repo: string, timeoutMs = 1_800_000, env: NodeJS.ProcessEnv = {}): Promise<{ code: number | null; stdout: string; stderr: string }> {
   return new Promise((resolve, reject) => {
-    const p = spawn(process.execPath, [BIN, ...args, '--repo', repo], { env: { ...process.env, TREECAST_CACHE_DIR: CACHE, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+    const p = spawn(process.execPath, [BIN, ...args, '--repo', repo], { env: { ...process.env, TREECAST_CACHE_DIR: CACHE, TREECAST_PUBLISH_DIR: pub, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
     let stdout = '';
     let stderr = '';
     p.stdout.on('data', (d) => (stdout += d));
@@ -68,7 +68,8 @@ beforeAll(async () => {
   for (const d of ['images', 'overlays', 'files']) cpSync(path.join(PROJECT_ROOT, d), path.join(repo, d), { recursive: true, verbatimSymlinks: true });
   server = await startServer({ dir: pub, port: 0, log: (l) => access.push(l) });
   guestUrl = `http://10.0.2.2:${server.port}`;
-  writeFileSync(path.join(repo, 'treecast.yaml'), `publish: { dir: ${pub}, url: "${guestUrl}" }\nretention: { keep: 3 }\n`);
+  // The publish dir is outside the repository: the operator's choice (TREECAST_PUBLISH_DIR), never treecast.yaml's.
+  writeFileSync(path.join(repo, 'treecast.yaml'), `publish: { url: "${guestUrl}" }\nretention: { keep: 3 }\n`);
   const git = simpleGit(repo);
   await git.init();
   await git.addConfig('user.email', 'ci@example.com').addConfig('user.name', 'ci');
