@@ -1,6 +1,6 @@
 /** Build then publish a set of images: the job `ci` runs once and `watch` runs on every change. */
 import path from 'node:path';
-import { buildImages, type ImageBuildResult } from './build/build.js';
+import { buildImages, type BuildOptions, type ImageBuildResult } from './build/build.js';
 import { revParse } from './build/ostree.js';
 import { defaultRef } from './images.js';
 import type { ValidManifest } from './manifest/validate.js';
@@ -13,9 +13,9 @@ export interface JobResult {
   published: PublishedImage[];
 }
 
-export async function buildAndPublish(repo: Repo, all: ValidManifest[], selected: ValidManifest[], signal: AbortSignal, overrides: Partial<PublishOptions> = {}): Promise<JobResult> {
+export async function buildAndPublish(repo: Repo, all: ValidManifest[], selected: ValidManifest[], signal: AbortSignal, build: Pick<BuildOptions, 'lockTimeoutMs'> = {}, overrides: Partial<PublishOptions> = {}): Promise<JobResult> {
   if (!selected.length) return { built: [], published: [] };
-  const built = await buildImages(repo, all, selected, { signal });
+  const built = await buildImages(repo, all, selected, { signal, ...build });
   const items = await builtItems(repo, selected);
   const published = await publish(items, publishOptions(repo, overrides));
   return { built, published };

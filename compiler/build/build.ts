@@ -66,6 +66,8 @@ export interface BuildOptions {
   remoteHistory?: boolean | PublishedHistory;
   /** Wait for another build using the same cache dir (default), or fail at once (--no-wait). */
   wait?: boolean;
+  /** Give up waiting for that build after this long (watch: one stuck holder must not stall every round). */
+  lockTimeoutMs?: number;
 }
 
 /**
@@ -87,7 +89,7 @@ export async function sourceDateEpoch(repo: Repo): Promise<number> {
 
 export async function buildImages(repo: Repo, all: ValidManifest[], selected: ValidManifest[], opts: BuildOptions = {}): Promise<ImageBuildResult[]> {
   mkdirSync(repo.cacheDir, { recursive: true });
-  return withLock(buildLockPath(repo), `build lock of ${repo.cacheDir}`, () => buildImagesLocked(repo, all, selected, opts), { wait: opts.wait ?? true });
+  return withLock(buildLockPath(repo), `build lock of ${repo.cacheDir}`, () => buildImagesLocked(repo, all, selected, opts), { wait: opts.wait ?? true, timeoutMs: opts.lockTimeoutMs });
 }
 
 /**

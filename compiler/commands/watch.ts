@@ -1,14 +1,12 @@
 import chokidar from 'chokidar';
 import { mkdirSync } from 'node:fs';
 import path from 'node:path';
-import { buildLockPath } from '../build/build.js';
 import { reportFailure } from '../cli.js';
 import { EXIT, formatDiagnostic, UsageError, UserError } from '../diagnostics.js';
 import { affectedImages, imageInputs, REPO_CONFIG } from '../gitops/graph.js';
 import { ansiColors, diffManifests, formatManifestDiff, isEmptyDiff, plainColors } from '../gitops/manifest-diff.js';
 import { validateAll } from '../images.js';
 import { interruptSignal } from '../interrupt.js';
-import { withLock } from '../lock.js';
 import { info, isDebug, warn } from '../log.js';
 import type { ImageManifest } from '../manifest/types.js';
 import type { ValidManifest } from '../manifest/validate.js';
@@ -262,21 +260,11 @@ class Watcher {
   }
 
   private async rebuild(all: ValidManifest[], selected: ValidManifest[]): Promise<void> {
-    await this.waitForBuildLock();
-    const r = await buildAndPublish(this.repo, all, selected, this.signal);
+    const r = await buildAndPublish(this.repo, all, selected, this.signal, { lockTimeoutMs: lockWaitMs() });
     for (const img of all) this.lastGood.set(img.manifest.name, img.manifest);
     for (const p of r.published) info(`published ${p.name} ${p.version} ${p.commit.slice(0, 12)}`);
     if (!r.published.length) info('nothing new to publish: the affected images are up to date');
     await this.followPublishDir();
-  }
-
-  /**
-   * Waits, at most lockWaitMs(), until nobody holds the build lock. The build then takes it
-   * itself (withLock is not reentrant); a holder sneaking in between only makes it wait again.
-   */
-  private async waitForBuildLock(): Promise<void> {
-    mkdirSync(this.repo.cacheDir, { recursive: true });
-    await withLock(buildLockPath(this.repo), `build lock of ${this.repo.cacheDir}`, async () => {}, { timeoutMs: lockWaitMs() });
   }
 
   /** After a publish to a new publish dir: serve that dir on the same port (the old one if that fails). */
