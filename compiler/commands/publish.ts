@@ -1,8 +1,8 @@
 import { existsSync } from 'node:fs';
 import path from 'node:path';
-import { EXIT, UsageError, UserError } from '../diagnostics.js';
+import { EXIT, UsageError } from '../diagnostics.js';
 import { defaultRef, loadImages } from '../images.js';
-import { builtItems, type UpToDateItem } from '../publish/items.js';
+import { builtItems, notBuiltError, type UpToDateItem } from '../publish/items.js';
 import { publishOptions, publishWithStreams, type PublishItem } from '../publish/publish.js';
 import { pendingStreamImages, refCommit } from '../publish/streams.js';
 import { checkDestination, downloadTree, parseDestination, uploadTree } from '../publish/upload.js';
@@ -55,21 +55,15 @@ export const publishCommand: Command = {
     // Images with release streams and no build at all: on a promotion commit the workflow builds
     // nothing, and the publish job only moves their streams. Whether that is possible (the image
     // is published) is known once DEST's tree is down; otherwise the build error stands then.
-    const unbuilt: { img: (typeof selected)[number]; error: UserError }[] = [];
-    for (const img of selected) {
-      try {
-        // Before the download: an image that was never built fails here, without a transfer.
-        items.push(...(await builtItems(repo, [img], from?.length ? from : undefined, { onUpToDate: (u) => upToDate.push(u) })));
-      } catch (e) {
-        if (!(e instanceof UserError && /has not been built yet/.test(e.message) && opts.streams?.[img.manifest.name])) throw e;
-        unbuilt.push({ img, error: e });
-      }
-    }
+    const unbuilt: (typeof selected)[number][] = [];
+    // Before the download: an image that was never built (and has no streams) fails here, without a transfer.
+    const takeUnbuilt = (img: (typeof selected)[number]) => Boolean(opts.streams?.[img.manifest.name]) && unbuilt.push(img) > 0;
+    items.push(...(await builtItems(repo, selected, from?.length ? from : undefined, { onUpToDate: (u) => upToDate.push(u), onNotBuilt: takeUnbuilt })));
     // rsync's progress goes to our stdout (the exec wrapper inherits it there): only for a person at a terminal, never into --json.
     const progress = Boolean(process.stderr.isTTY && process.stdout.isTTY && !ctx.json);
     // DEST's history first, so the local publish continues it (previous commit, deltas, retention, index).
     const downloaded = to ? await downloadTree(opts.dir, to, { progress }) : undefined;
-    for (const u of unbuilt) if (!refCommit(path.join(opts.dir, 'repo'), defaultRef(repo, u.img.manifest))) throw u.error;
+    for (const img of unbuilt) if (!refCommit(path.join(opts.dir, 'repo'), defaultRef(repo, img.manifest))) throw notBuiltError(img.manifest.name);
     // Streams of the images asked for that have nothing new (up to date, or only promoted),
     // chosen the way ci chooses them; those of the published items ride along with them.
     const streamOnly = pendingStreamImages(repo, selected, opts, new Set(items.map((i) => i.manifest.name)));

@@ -35,15 +35,22 @@ async function publishedTip(repo: Repo, ref: string, cacheDirs: string[]): Promi
   return undefined;
 }
 
+export const notBuiltError = (name: string) => new UserError(`${name} has not been built yet (run: treecast build ${name})`);
+
 /**
  * `cacheDirs`: build caches to take results from — the repository's own by
  * default; in a CI matrix, one per build job (the publish job merges them).
  * An image without a local build whose ref is published (build reported it
  * up to date with the published tree: its commit exists only there) is
  * skipped with a note and handed to `o.onUpToDate`; one that is neither built
- * nor published is an error.
+ * nor published is an error, unless `o.onNotBuilt` takes it (returns true).
  */
-export async function builtItems(repo: Repo, images: ValidManifest[], cacheDirs: string[] = [repo.cacheDir], o: { onUpToDate?: (u: UpToDateItem) => void } = {}): Promise<PublishItem[]> {
+export async function builtItems(
+  repo: Repo,
+  images: ValidManifest[],
+  cacheDirs: string[] = [repo.cacheDir],
+  o: { onUpToDate?: (u: UpToDateItem) => void; onNotBuilt?: (img: ValidManifest) => boolean } = {},
+): Promise<PublishItem[]> {
   const items: PublishItem[] = [];
   for (const img of images) {
     const m = img.manifest;
@@ -58,7 +65,10 @@ export async function builtItems(repo: Repo, images: ValidManifest[], cacheDirs:
     }
     if (!found) {
       const tip = await publishedTip(repo, ref, cacheDirs);
-      if (!tip) throw new UserError(`${m.name} has not been built yet (run: treecast build ${m.name})`);
+      if (!tip) {
+        if (o.onNotBuilt?.(img)) continue;
+        throw notBuiltError(m.name);
+      }
       info(`${m.name}: up to date with the published tree (${tip.version}, ${tip.commit.slice(0, 12)}); nothing to publish`);
       o.onUpToDate?.({ ...tip, name: m.name });
       continue;
