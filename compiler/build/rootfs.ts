@@ -226,18 +226,6 @@ export function lchownIn(root: string, imgPath: string, uid: number, gid: number
   lchownSync(resolveInRoot(root, imgPath), uid, gid);
 }
 
-/** chown -R of an image directory, without following any link. */
-export function chownTreeIn(root: string, imgDir: string, uid: number, gid: number): void {
-  const top = resolveInRoot(root, imgDir, true);
-  const walk = (host: string) => {
-    const st = lstatSync(host);
-    lchownSync(host, uid, gid);
-    if (!st.isSymbolicLink() && (st.mode & 0o6000) !== 0) chmodSync(host, st.mode & 0o7777); // lchown cleared setuid/setgid
-    if (st.isDirectory()) for (const name of readdirSync(host)) walk(path.join(host, name));
-  };
-  walk(top);
-}
-
 /** rename inside the image: neither end's final component is followed. */
 export function renameIn(root: string, from: string, to: string): void {
   const src = resolveInRoot(root, from);
@@ -359,14 +347,4 @@ export function removeSpecialFilesIn(root: string): number {
     }
   }
   return n;
-}
-
-/**
- * A host directory that stands for an image directory, for programs that take
- * a directory argument (dpkg-query --admindir, systemctl --root works on the
- * root itself). Every component is resolved inside the image.
- */
-export function hostDirIn(root: string, imgDir: string): string | undefined {
-  const host = resolveInRoot(root, imgDir, true);
-  return lstatSync(host, { throwIfNoEntry: false })?.isDirectory() ? host : undefined;
 }

@@ -2,11 +2,11 @@ import type { ImageManifestJson } from '../build/emit.js';
 import type { KernelInfo } from '../outputs/output.js';
 
 /**
- * Kernel info for a published diskless version directory, from what emit
- * recorded in MANIFEST.json (kernel version, initramfs flavor): publish
- * renders the iPXE script without checking the commit out again.
+ * Kernel info for a published diskless version, from what emit recorded in
+ * its MANIFEST.json (kernel version, initramfs flavor): publish renders the
+ * iPXE script without checking the commit out again.
  */
-export function findKernelInVersionDir(dir: string, m: ImageManifestJson): KernelInfo {
+export function kernelFromManifest(m: ImageManifestJson): KernelInfo {
   return {
     version: m.kernel ?? 'unknown',
     vmlinuz: `/usr/lib/modules/${m.kernel ?? 'unknown'}/vmlinuz`,

@@ -21,7 +21,7 @@ import { run } from '../exec.js';
 import { info, warn } from '../log.js';
 import type { ImageManifest } from '../manifest/types.js';
 import { disklessBoot, renderIpxe } from '../outputs/diskless.js';
-import { findKernelInVersionDir } from './kernel-files.js';
+import { kernelFromManifest } from './kernel-files.js';
 import type { Repo } from '../repo.js';
 import { buildCatalog, renderIndexHtml } from './catalog.js';
 import { exportPublicKey, signFile, type SigningKey } from './gpg.js';
@@ -190,7 +190,7 @@ async function publishLocked(items: PublishItem[], o: PublishOptions, streamImag
       renderKickstart({ name: m.name, ref: it.ref, version: it.version, repoUrl: `${o.url}/repo`, remote: o.remote, signed: Boolean(o.key), keyUrl: o.key ? `${o.url}/${PUBLIC_KEY_FILE}` : undefined, kernelArgs: m['kernel-args'] ?? [] }),
     );
     if (m.outputs?.diskless) {
-      const kernel = findKernelInVersionDir(path.join(o.dir, 'images', m.name, it.version), it.emitted.manifest);
+      const kernel = kernelFromManifest(it.emitted.manifest);
       writeAtomic(path.join(o.dir, 'boot', `${m.name}.ipxe`), renderIpxe(m.name, it.version, it.commit, disklessBoot(m, kernel, o.url, it.commit, it.version)));
     }
   }
@@ -229,7 +229,7 @@ function writeStreamFiles(o: PublishOptions, m: ImageManifest, t: StreamTarget):
     renderKickstart({ name: m.name, stream: t.stream, ref: t.ref, version: t.version, repoUrl: `${o.url}/repo`, remote: o.remote, signed: Boolean(o.key), keyUrl: o.key ? `${o.url}/${PUBLIC_KEY_FILE}` : undefined, kernelArgs }),
   );
   if (m.outputs?.diskless && vm?.artifacts.some((a) => a.file === 'vmlinuz')) {
-    const kernel = findKernelInVersionDir(versionDir, vm);
+    const kernel = kernelFromManifest(vm);
     writeAtomic(path.join(o.dir, files.ipxe), renderIpxe(`${m.name} (${t.stream})`, t.version, t.commit, disklessBoot({ ...m, 'kernel-args': kernelArgs }, kernel, o.url, t.commit, t.version)));
   }
 }

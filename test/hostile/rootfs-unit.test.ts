@@ -10,7 +10,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import {
-  chmodIn, chownTreeIn, copyDirWithinIn, copyFileIn, copyFileOut, emptyDirIn, isFileIn, lchownIn, mkdirInRoot, readFileIn,
+  chmodIn, copyDirWithinIn, copyFileIn, copyFileOut, emptyDirIn, isFileIn, lchownIn, mkdirInRoot, readFileIn,
   readdirIn, removeInRoot, removeSpecialFilesIn, renameIn, replaceWithLinkIn, symlinkIn, walkIn, writeFileIn,
 } from '../../compiler/build/rootfs.js';
 import { makeCanaries, SECRET_TEXT, type Canaries } from './canary.js';
@@ -115,14 +115,13 @@ describe('rootfs.ts: hostile links in the image never lead to the host', () => {
     expect(fs.statSync(path.join(root, c.nest, 'admin')).uid).toBe(1000);
   });
 
-  it('chownTreeIn and copyDirWithinIn copy and chown links as links', () => {
+  it('copyDirWithinIn copies and chowns links as links', () => {
     fs.mkdirSync(path.join(root, 'etc/skel'), { recursive: true });
     fs.symlinkSync(c.secret, path.join(root, 'etc/skel/.bashrc'));
     fs.symlinkSync(c.nest, path.join(root, 'etc/skel/nest'));
     fs.writeFileSync(path.join(root, 'etc/skel/.profile'), 'p\n');
     mkdirInRoot(root, '/home/u', 0o700);
     copyDirWithinIn(root, '/etc/skel', '/home/u', 1000, 1000);
-    chownTreeIn(root, '/home/u', 1000, 1000);
     expect(fs.readlinkSync(path.join(root, 'home/u/.bashrc'))).toBe(c.secret);
     expect(fs.lstatSync(path.join(root, 'home/u/nest')).uid).toBe(1000);
     expect(fs.statSync(path.join(root, 'home/u/.profile')).uid).toBe(1000);
