@@ -21,6 +21,7 @@ import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import yaml from 'js-yaml';
+import type { PublishedImage } from '../compiler/publish/publish.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BIN, PROJECT_ROOT } from './helpers/cli.js';
 import { FIXTURE_EPOCH, makeRepo, requireTool, shellTree, type BuiltImage as FixtureBuiltImage, type Fixture } from './helpers/build-fixture.js';
@@ -32,14 +33,6 @@ type BuiltImage = FixtureBuiltImage & {
   parent?: string;
   base?: { name: string; commit: string; from: 'built' | 'local' | 'published' };
 };
-interface PublishedImage {
-  name: string;
-  ref: string;
-  version: string;
-  commit: string;
-  previous?: string;
-  delta?: string;
-}
 interface PublishOut {
   images: PublishedImage[];
   upToDate: { name: string; version: string; commit: string }[];

@@ -8,12 +8,13 @@
  * its base's published commit, an unreachable server, --no-remote-history.
  * Plus the pure planning function.
  */
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseLogHistory, planHistory, type HistoryInput } from '../compiler/build/remote-history.js';
-import { BIN, STACK_TRACE } from './helpers/cli.js';
+import { STACK_TRACE } from './helpers/cli.js';
+import { settledAccessLines, startServe, stopServe, type ServeProcess as Server } from './helpers/serve.js';
 import { makeRepo, ostreeCat, ostreeMeta, revParse, sh, shellTree, type BuiltImage as FixtureBuiltImage, type Fixture } from './helpers/build-fixture.js';
 
 /** build --json images with the fields remote history adds. */
@@ -76,53 +77,6 @@ describe('planHistory (pure)', () => {
 
 const BASE_REF = 'rh/base/x86_64/stable';
 const DERIVED_REF = 'rh/derived/x86_64/stable';
-
-interface Server {
-  child: ChildProcess;
-  url: string;
-  logFile: string;
-}
-
-/** `treecast serve` on a free port of 127.0.0.1; its access log goes to a file (never a pipe that could fill while a spawnSync blocks us). */
-async function startServe(dir: string, logFile: string): Promise<Server> {
-  const fd = fs.openSync(logFile, 'a');
-  const child = spawn(process.execPath, [BIN, 'serve', '--dir', dir, '--host', '127.0.0.1', '--port', '0'], { stdio: ['ignore', 'pipe', fd] });
-  fs.closeSync(fd);
-  const url = await new Promise<string>((resolve, reject) => {
-    let out = '';
-    const timer = setTimeout(() => reject(new Error(`treecast serve did not start: ${out}`)), 20_000);
-    child.stdout!.setEncoding('utf8').on('data', (d: string) => {
-      out += d;
-      const m = /at (http:\/\/127\.0\.0\.1:\d+)\//.exec(out);
-      if (m) {
-        clearTimeout(timer);
-        resolve(m[1]!);
-      }
-    });
-    child.on('exit', (code) => reject(new Error(`treecast serve exited (${code}): ${out}`)));
-  });
-  return { child, url, logFile };
-}
-
-async function stopServe(s: Server | undefined): Promise<void> {
-  if (!s || s.child.exitCode !== null) return;
-  const exited = new Promise((r) => s.child.once('exit', r));
-  s.child.kill('SIGTERM');
-  await exited;
-}
-
-const accessLines = (s: Server) => fs.readFileSync(s.logFile, 'utf8').split('\n').filter((l) => /"(GET|HEAD) /.test(l));
-
-/** The access log once the server has logged every finished request (a line is written when the response ends, which can be after the client exits). */
-async function settledAccessLines(s: Server): Promise<string[]> {
-  let last = accessLines(s);
-  for (;;) {
-    await new Promise((r) => setTimeout(r, 300));
-    const now = accessLines(s);
-    if (now.length === last.length) return now;
-    last = now;
-  }
-}
 
 describe('remote history: fresh caches continue from the published tree (real CLI, ostree, treecast serve)', () => {
   let fx: Fixture;
