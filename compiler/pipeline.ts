@@ -1,24 +1,51 @@
-/** Build then publish a set of images: the job `ci` runs once and `watch` runs on every change. */
+/**
+ * Build then publish a set of images: the one sequence `ci` runs once and
+ * `watch` runs on every round. Images up to date with their published tip
+ * exist only in the published tree: nothing to publish for them. Release
+ * streams of the other images move when their refs are not where the
+ * manifests say (a promotion or roll-back commit; also a failed run's).
+ */
 import path from 'node:path';
-import { buildImages, type BuildOptions, type ImageBuildResult } from './build/build.js';
+import { buildImages, localRepoPath, type BuildOptions, type ImageBuildResult } from './build/build.js';
 import { revParse } from './build/ostree.js';
+import { openPublishedHistory, type PublishedHistory } from './build/remote-history.js';
 import { defaultRef } from './images.js';
 import type { ValidManifest } from './manifest/validate.js';
 import { builtItems } from './publish/items.js';
-import { publish, publishOptions, type PublishedImage, type PublishOptions } from './publish/publish.js';
+import { publishOptions, publishWithStreams, type PublishedImage, type PublishOptions } from './publish/publish.js';
+import { pendingStreamImages, type PublishedStream } from './publish/streams.js';
 import type { Repo } from './repo.js';
 
 export interface JobResult {
   built: ImageBuildResult[];
   published: PublishedImage[];
+  streams: PublishedStream[];
 }
 
-export async function buildAndPublish(repo: Repo, all: ValidManifest[], selected: ValidManifest[], signal: AbortSignal, build: Pick<BuildOptions, 'lockTimeoutMs'> = {}, overrides: Partial<PublishOptions> = {}): Promise<JobResult> {
-  if (!selected.length) return { built: [], published: [] };
-  const built = await buildImages(repo, all, selected, { signal, ...build });
-  const items = await builtItems(repo, selected);
-  const published = await publish(items, publishOptions(repo, overrides));
-  return { built, published };
+export interface JobOptions extends Pick<BuildOptions, 'lockTimeoutMs'> {
+  signal: AbortSignal;
+  /** The published tree read by the caller (ci reads it first), or `true` to read it here, `false` never. */
+  remoteHistory: boolean | PublishedHistory | undefined;
+  publish?: Partial<PublishOptions>;
+}
+
+export async function buildAndPublish(repo: Repo, all: ValidManifest[], selected: ValidManifest[], o: JobOptions): Promise<JobResult> {
+  const result: JobResult = { built: [], published: [], streams: [] };
+  let toPublish: ValidManifest[] = [];
+  if (selected.length) {
+    const history = o.remoteHistory === true ? await openPublishedHistory(repo, localRepoPath(repo), all.map((i) => defaultRef(repo, i.manifest)), o.signal) : o.remoteHistory || undefined;
+    result.built = await buildImages(repo, all, selected, { signal: o.signal, remoteHistory: history ?? false, lockTimeoutMs: o.lockTimeoutMs });
+    const upToDate = new Set(result.built.filter((b) => b.upToDate === 'published').map((b) => b.name));
+    toPublish = selected.filter((i) => !upToDate.has(i.manifest.name));
+  }
+  const opts = publishOptions(repo, o.publish);
+  const streamOnly = pendingStreamImages(repo, all, opts, new Set(toPublish.map((i) => i.manifest.name)));
+  if (toPublish.length || streamOnly.length) {
+    const r = await publishWithStreams(toPublish.length ? await builtItems(repo, toPublish) : [], opts, streamOnly);
+    result.published = r.images;
+    result.streams = r.streams;
+  }
+  return result;
 }
 
 /** Images whose ref is not in the publish repository yet (always part of a CI run). */

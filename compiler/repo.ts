@@ -7,7 +7,7 @@ import { existsSync, readFileSync, statSync, readdirSync } from 'node:fs';
 import path from 'node:path';
 import { keyPath, UserError, type Diagnostic } from './diagnostics.js';
 import type { RepoConfig } from './manifest/types.js';
-import { parseYaml, plain, type LNode } from './manifest/yaml.js';
+import { isBlankYaml, parseYaml, plain, type LNode } from './manifest/yaml.js';
 import { checkSchema, locate } from './manifest/schema.js';
 import { followInside, isInside, resolveRepoInput, type RepoDirs } from './paths.js';
 
@@ -51,13 +51,16 @@ export function openRepo(opts: { repo?: string; cwd?: string } = {}): Repo {
     const where = resolveRepoInput(defaults, 'treecast.yaml', 'file');
     if (!where.ok) throw new UserError('invalid treecast.yaml', [{ loc: { file: 'treecast.yaml', line: 1, col: 1 }, message: `"treecast.yaml" ${where.reason}`, hint: where.hint }]);
     const text = readFileSync(where.path, 'utf8');
-    const parsed = parseYaml(text, 'treecast.yaml');
-    if (!parsed.ok) throw new UserError('invalid treecast.yaml', parsed.diagnostics);
-    const diags = checkSchema('treecast', parsed.root);
-    if (diags.length) throw new UserError('invalid treecast.yaml', diags);
-    config = plain(parsed.root) as RepoConfig;
-    const policy = checkConfigPaths(root, config, parsed.root);
-    if (policy.length) throw new UserError('invalid treecast.yaml', policy);
+    // Every key is optional: an empty or comments-only treecast.yaml means the defaults (only a manifest must say something).
+    if (!isBlankYaml(text)) {
+      const parsed = parseYaml(text, 'treecast.yaml');
+      if (!parsed.ok) throw new UserError('invalid treecast.yaml', parsed.diagnostics);
+      const diags = checkSchema('treecast', parsed.root);
+      if (diags.length) throw new UserError('invalid treecast.yaml', diags);
+      config = plain(parsed.root) as RepoConfig;
+      const policy = checkConfigPaths(root, config, parsed.root);
+      if (policy.length) throw new UserError('invalid treecast.yaml', policy);
+    }
   }
   const inRoot = (p: string | undefined, dflt: string) => path.resolve(root, p ?? dflt);
   const fromEnv = (name: string) => (process.env[name] ? path.resolve(process.env[name]!) : undefined);

@@ -360,6 +360,7 @@ describe('diff: two real builds of one image', () => {
     return JSON.parse(r.stdout) as DiffJson;
   };
   const file = (mode: string, size: number) => ({ type: 'file', mode, uid: 0, gid: 0, size });
+  const OS_RELEASE = (version: string) => `ID=treecast-fixture\nNAME="treecast fixture"\nVERSION_ID=1\nPRETTY_NAME="treecast fixture"\nIMAGE_ID=a\nIMAGE_VERSION=${version}\n`;
 
   beforeAll(() => {
     fx = gitopsRepo({ images: ['a'], prefix: 'diff', files: { 'overlays/oa/etc/oa/gone': 'removed in v2\n' } });
@@ -378,6 +379,8 @@ describe('diff: two real builds of one image', () => {
     { path: '/usr/etc/oa/config', kind: 'modified', before: file('0644', 'oa v1\n'.length), after: file('0644', 'oa v2, longer content\n'.length) },
     { path: '/usr/etc/oa/gone', kind: 'removed', before: file('0644', 'removed in v2\n'.length) },
     { path: '/usr/etc/oa/other', kind: 'modified', before: file('0644', 'other v1\n'.length), after: file('0600', 'other v1\n'.length) },
+    // IMAGE_VERSION (finalize): every version says which it is.
+    { path: '/usr/lib/os-release', kind: 'modified', before: file('0644', OS_RELEASE('1.1').length), after: file('0644', OS_RELEASE('1.2').length) },
   ];
 
   it('name@v1 name@v2 --json: exactly the file changes, no package changes (tree image), the version change', () => {
@@ -406,6 +409,7 @@ describe('diff: two real builds of one image', () => {
       ['/usr/etc/oa/config', 'modified'],
       ['/usr/etc/oa/gone', 'added'],
       ['/usr/etc/oa/other', 'modified'],
+      ['/usr/lib/os-release', 'modified'],
     ]);
     // Same commit twice: nothing.
     const same = diff(`a@${v2.version}`, v2.commit);
@@ -419,7 +423,8 @@ describe('diff: two real builds of one image', () => {
     expect(r.stdout).not.toMatch(ANSI);
     const out = r.stdout.split('\n').map((l) => l.trim());
     expect(out).toContain('packages: 0 added, 0 removed, 0 upgraded');
-    expect(out).toContain('files: 4 changed');
+    expect(out).toContain('files: 5 changed');
+    expect(out.some((l) => l.startsWith('~ /usr/lib/os-release'))).toBe(true);
     expect(out).toContain('+ /usr/etc/oa/added (file 0644 12 bytes)');
     expect(out).toContain('~ /usr/etc/oa/config (size 6 -> 22)');
     expect(out).toContain('- /usr/etc/oa/gone (file 0644 14 bytes)');

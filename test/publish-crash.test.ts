@@ -52,8 +52,6 @@ let v1: Record<string, BuiltImage>;
 let v2: Record<string, BuiltImage>;
 let snapshot: string;
 let gpgHome: string;
-/** Wall time of a complete v2 publish (spreads the external kills over it). */
-let fullPublishMs = 0;
 let caseNo = 0;
 
 beforeAll(async () => {
@@ -69,11 +67,9 @@ beforeAll(async () => {
   f.editTree('etc/motd', 'treecast fixture v2\n');
   await f.commit('v2: new motd');
   v2 = await f.build();
-  // A complete, uninterrupted v2 publish: the reference for timing and for the end state.
+  // A complete, uninterrupted v2 publish: the reference for the end state.
   const dir = copySnapshot('timing');
-  const t0 = performance.now();
   await f.mustPublish(dir, { key });
-  fullPublishMs = performance.now() - t0;
   await expectFinished(dir);
 });
 
@@ -228,18 +224,8 @@ describe('TREECAST_TEST_CRASH_AFTER=PHASE (the publisher SIGKILLs itself)', () =
 });
 
 describe('external SIGKILL during publish', () => {
-  // Kills after a time: fractions of an uninterrupted publish's wall time.
-  it.each([0.25, 0.5, 0.75].map((fraction, i) => ({ fraction, keep: i % 2 ? 1 : 5 })))('killed after $fraction of a full publish (keep $keep): a consistent state is served, the next publish completes', async ({ fraction, keep }) => {
-    f.setConfig({ keep });
-    const dir = copySnapshot(`kill-${fraction}`);
-    const ms = Math.round(fullPublishMs * fraction);
-    const r = await f.publish(dir, { key, run: { detached: true, killAfterMs: ms } });
-    const killed = r.signal === 'SIGKILL';
-    if (!killed) expect(r.code, r.stderr).toBe(0);
-    const state = await publishAndFinish(dir, r);
-    console.info(`kill after ${ms} ms of ~${Math.round(fullPublishMs)} ms: ${killed ? 'killed' : 'finished first'}; ${describeState(state)}`);
-  });
-
+  // Kills after a time (fractions of an uninterrupted publish's wall time) are swept in
+  // test/reliability/kill-sweep.test.ts; here the kills aimed at events.
   // Kills the moment the publisher is seen doing something (polled every few ms from outside):
   // the late phases, which a time-based kill rarely hits on a fast machine.
   const hostRefFile = (dir: string) => path.join(dir, 'repo/refs/heads', HOST_REF);

@@ -708,3 +708,34 @@ describe('access log', () => {
     await logLineFor(/^127\.0\.0\.1 "GET \/a%22b\?log-quote" 404 \d+ \d+ms$/);
   });
 });
+
+describe('request limits', () => {
+  /** Writes a whole request as-is; resolves with the status the server answered (0: closed without one). */
+  function rawSend(request: string): Promise<number> {
+    return new Promise((resolve) => {
+      const sock = net.connect(server.port, '127.0.0.1');
+      const chunks: Buffer[] = [];
+      const done = () => resolve(Number(/^HTTP\/1\.1 (\d{3})/.exec(Buffer.concat(chunks).toString('latin1'))?.[1] ?? 0));
+      sock.on('connect', () => sock.write(request));
+      sock.on('data', (c) => chunks.push(c));
+      // The server may answer and close while we are still writing: EPIPE/ECONNRESET end the exchange too.
+      sock.on('error', done);
+      sock.on('close', done);
+    });
+  }
+
+  const big = 'a'.repeat(100 * 1024);
+  it.each([
+    ['a 100 KB URL', `GET /${big} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n`],
+    ['a 100 KB header', `GET /index.json HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Big: ${big}\r\n\r\n`],
+    ['10 000 headers', `GET /index.json HTTP/1.1\r\nHost: 127.0.0.1\r\n${Array.from({ length: 10_000 }, (_, i) => `X-H${i}: v\r\n`).join('')}\r\n`],
+  ])('%s -> 431, and the server keeps serving', async (_what, req) => {
+    expect(await rawSend(req)).toBe(431);
+    expect((await request('/index.json')).status).toBe(200);
+  });
+
+  it('headers just under the 16 KiB limit are still served', async () => {
+    const r = await request('/index.json', { headers: { 'X-Padding': 'p'.repeat(15 * 1024) } });
+    expect(r.status).toBe(200);
+  });
+});

@@ -69,7 +69,7 @@ describe('upload plan (argv)', () => {
     expect(by.links).toEqual(expect.arrayContaining(['--include=/images/*/latest', '--include=/boot/***', '--include=/kickstart/***']));
     expect(by.index).toEqual(expect.arrayContaining(['--include=/index.json', '--include=/index.html']));
     expect(by.content).toContain('--include=/repo/delta-indexes/***');
-    expect(by.delete).toEqual(expect.arrayContaining(['--existing', '--ignore-existing', '--delete', '--include=/images/***', '--include=/repo/objects/***', '--include=/repo/deltas/***', '--include=/repo/delta-indexes/***']));
+    expect(by.delete).toEqual(expect.arrayContaining(['--existing', '--ignore-existing', '--delete', '--include=/images/***', '--include=/repo/refs/mirrors/***', '--include=/repo/objects/***', '--include=/repo/deltas/***', '--include=/repo/delta-indexes/***']));
     for (const p of plan.slice(0, -1)) expect(p.argv.some((a) => a.startsWith('--delete'))).toBe(false);
   });
 

@@ -90,7 +90,7 @@ describe('watch: rebuild and republish on every change', () => {
     const b0 = pubB();
     const mark = stderr().length;
     fx.write(OA_CONFIG, 'oa v2 from the watcher test\n');
-    await waitFor('a new published commit of a', () => pubA() !== a0, 30_000, ctx);
+    await waitFor('a new published commit of a', () => pubA() !== a0 && /^published a /m.test(since(mark)), 30_000, ctx);
     await settle();
     const s = since(mark);
     expect(s).toContain(`changed: ${OA_CONFIG}`);
@@ -108,7 +108,7 @@ describe('watch: rebuild and republish on every change', () => {
     const tmp = path.join(fx.dir, 'overlays/oa/etc/oa/.config.swp');
     fs.writeFileSync(tmp, 'oa v3 saved atomically\n');
     fs.renameSync(tmp, file);
-    await waitFor('a new published commit of a', () => pubA() !== a0, 30_000, ctx);
+    await waitFor('a new published commit of a', () => pubA() !== a0 && /^published a /m.test(since(mark)), 30_000, ctx);
     await settle();
     const s = since(mark);
     expect(publishedA(s), ctx()).toBe(1);
@@ -126,7 +126,7 @@ describe('watch: rebuild and republish on every change', () => {
       fs.writeFileSync(file, `oa burst ${i}\n`);
       await sleep(15);
     }
-    await waitFor('a new published commit of a', () => pubA() !== a0, 30_000, ctx);
+    await waitFor('a new published commit of a', () => pubA() !== a0 && /^published a /m.test(since(mark)), 30_000, ctx);
     await settle();
     const s = since(mark);
     const rebuilds = publishedA(s);
@@ -178,7 +178,7 @@ describe('watch: rebuild and republish on every change', () => {
     mark = stderr().length;
     // The fix also changes a key, so a's inputs differ from its last published build.
     fx.write('images/a.yaml', manifestA().replace('owner: team-a', 'owner: team-a-fixed'));
-    await waitFor('a and b republished', () => pubA() !== a0 && pubB() !== b0, 30_000, ctx);
+    await waitFor('a and b republished', () => pubA() !== a0 && pubB() !== b0 && /^published a /m.test(since(mark)) && /^published b /m.test(since(mark)), 30_000, ctx);
     await settle();
     const s = since(mark);
     expect(s).not.toMatch(/last good version/);

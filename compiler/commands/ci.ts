@@ -3,13 +3,11 @@ import { gitDescribe } from '../git.js';
 import { planChanges } from '../gitops/plan.js';
 import { loadImages } from '../images.js';
 import { interruptSignal } from '../interrupt.js';
-import { buildImages, localRepoPath } from '../build/build.js';
+import { localRepoPath } from '../build/build.js';
 import { openPublishedHistory } from '../build/remote-history.js';
 import { defaultRef } from '../images.js';
-import { unpublished } from '../pipeline.js';
-import { builtItems } from '../publish/items.js';
-import { publishOptions, publishWithStreams } from '../publish/publish.js';
-import { pendingStreamImages, type PublishedStream } from '../publish/streams.js';
+import { buildAndPublish, unpublished } from '../pipeline.js';
+import { terminal } from '../progress.js';
 import { openRepo } from '../repo.js';
 import { printJson, type Command } from './command.js';
 import { serveCommand } from './serve.js';
@@ -46,7 +44,7 @@ export const ciCommand: Command = {
     }
     const { all } = loadImages(repo);
     // With --to, DEST's tree comes down first (see publish --help): the publish dir then knows what is published.
-    if (to) await downloadTree(repo.publishDir, to, { progress: Boolean(process.stderr.isTTY && process.stdout.isTTY && !ctx.json) });
+    if (to) await downloadTree(repo.publishDir, to, { progress: terminal() && !ctx.json });
     const plan = await planChanges(repo, all, ctx.values.since as string | undefined);
     const names = new Set(ctx.values.all ? all.map((i) => i.manifest.name) : plan.affected.map((a) => a.name));
     const signal = interruptSignal();
@@ -55,25 +53,9 @@ export const ciCommand: Command = {
     for (const img of await unpublished(repo, all)) if (!history?.refs.has(defaultRef(repo, img.manifest))) names.add(img.manifest.name);
     const selected = all.filter((i) => names.has(i.manifest.name));
     process.stderr.write(`ci: ${selected.length} of ${all.length} image(s) to build and publish${selected.length ? `: ${selected.map((i) => i.manifest.name).join(', ')}` : ''}\n`);
-    // pipeline.ts's buildAndPublish, except that an image up to date with its published tip exists only there: nothing to publish for it.
-    const result = { built: [] as Awaited<ReturnType<typeof buildImages>>, published: [] as Awaited<ReturnType<typeof publishWithStreams>>['images'], streams: [] as PublishedStream[] };
-    let toPublish: typeof all = [];
-    if (selected.length) {
-      result.built = await buildImages(repo, all, selected, { signal, remoteHistory: history ?? false });
-      const upToDate = new Set(result.built.filter((b) => b.upToDate === 'published').map((b) => b.name));
-      toPublish = selected.filter((i) => !upToDate.has(i.manifest.name));
-    }
-    // Streams of the other images: moved when the refs are not where the manifests say (not only
-    // when this commit changed a pin, so a failed run's promotion is done by the next one).
-    const opts = publishOptions(repo);
-    const streamOnly = pendingStreamImages(repo, all, opts, new Set(toPublish.map((i) => i.manifest.name)));
-    if (toPublish.length || streamOnly.length) {
-      const r = await publishWithStreams(toPublish.length ? await builtItems(repo, toPublish) : [], opts, streamOnly);
-      result.published = r.images;
-      result.streams = r.streams;
-    }
+    const result = await buildAndPublish(repo, all, selected, { signal, remoteHistory: history ?? false });
     // Also when nothing was rebuilt: the destination catches up with the local tree.
-    if (to) await uploadTree(repo.publishDir, to, { progress: Boolean(process.stderr.isTTY && process.stdout.isTTY && !ctx.json) });
+    if (to) await uploadTree(repo.publishDir, to, { progress: terminal() && !ctx.json });
     if (ctx.json) printJson({ git, since: plan.since, affected: plan.affected, built: result.built, published: result.published, streams: result.streams });
     else {
       for (const b of result.built) {

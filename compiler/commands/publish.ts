@@ -6,6 +6,7 @@ import { builtItems, notBuiltError, type UpToDateItem } from '../publish/items.j
 import { publishOptions, publishWithStreams, type PublishItem } from '../publish/publish.js';
 import { pendingStreamImages, refCommit } from '../publish/streams.js';
 import { checkDestination, downloadTree, parseDestination, uploadTree } from '../publish/upload.js';
+import { terminal } from '../progress.js';
 import { openRepo } from '../repo.js';
 import { printJson, type Command } from './command.js';
 
@@ -60,7 +61,7 @@ export const publishCommand: Command = {
     const takeUnbuilt = (img: (typeof selected)[number]) => Boolean(opts.streams?.[img.manifest.name]) && unbuilt.push(img) > 0;
     items.push(...(await builtItems(repo, selected, from?.length ? from : undefined, { onUpToDate: (u) => upToDate.push(u), onNotBuilt: takeUnbuilt })));
     // rsync's progress goes to our stdout (the exec wrapper inherits it there): only for a person at a terminal, never into --json.
-    const progress = Boolean(process.stderr.isTTY && process.stdout.isTTY && !ctx.json);
+    const progress = terminal() && !ctx.json;
     // DEST's history first, so the local publish continues it (previous commit, deltas, retention, index).
     const downloaded = to ? await downloadTree(opts.dir, to, { progress }) : undefined;
     for (const img of unbuilt) if (!refCommit(path.join(opts.dir, 'repo'), defaultRef(repo, img.manifest))) throw notBuiltError(img.manifest.name);

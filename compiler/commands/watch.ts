@@ -32,7 +32,7 @@ function lockWaitMs(): number {
 export const watchCommand: Command = {
   name: 'watch',
   summary: 'rebuild and republish affected images whenever their inputs change',
-  usage: 'treecast watch [--serve] [--port 8080]',
+  usage: 'treecast watch [--serve] [--port 8080] [--no-remote-history]',
   help: [
     'Watches every input of every image (manifests, includes, overlays, files, scripts, treecast.yaml),',
     'debounces bursts of writes, re-validates, rebuilds only the affected images and republishes them,',
@@ -42,18 +42,21 @@ export const watchCommand: Command = {
     'published and served; the next change retries what failed. A changed treecast.yaml is reloaded',
     '(an invalid one is reported and the previous configuration kept until it is fixed); when its',
     'publish dir changes, --serve moves to the new dir once the first publish there succeeds.',
+    'Each round is what `treecast ci` does for the affected images: with publish.url in treecast.yaml it',
+    'continues from the published tree, and release streams whose refs are behind their pins are moved.',
     'Options:',
     '  --serve      also serve the publish dir on 127.0.0.1',
     '  --port N     port for --serve (default 8080; 0 picks a free one)',
+    '  --no-remote-history  do not read publish.url: build from the local cache and publish dir only (offline)',
   ].join('\n'),
-  options: { serve: { type: 'boolean' }, port: { type: 'string' } },
+  options: { serve: { type: 'boolean' }, port: { type: 'string' }, 'no-remote-history': { type: 'boolean' } },
   async run(ctx) {
     const port = Number(ctx.values.port ?? 8080);
     if (!Number.isInteger(port) || port < 0 || port > 65535) throw new UsageError(`--port must be a port number, not ${ctx.values.port}`);
     // An invalid treecast.yaml at start ends here (exit 1, located error): there is no previous configuration to keep.
     const repo = openRepo({ repo: ctx.repo });
     const signal = interruptSignal();
-    const watcher = new Watcher(repo, signal);
+    const watcher = new Watcher(repo, signal, !ctx.values['no-remote-history']);
     // Last line of defence for a watch that runs for days: a promise nobody handles is a bug in
     // treecast, reported as such, and must not end the process (Node's default for it).
     const onUnhandled = (reason: unknown) => watcher.internal(reason);
@@ -106,6 +109,8 @@ class Watcher {
   constructor(
     private repo: Repo,
     private signal: AbortSignal,
+    /** Read publish.url's tree each round (when treecast.yaml names one), like build and ci. */
+    private remoteHistory: boolean,
   ) {
     this.noteOwnDirs();
   }
@@ -260,9 +265,10 @@ class Watcher {
   }
 
   private async rebuild(all: ValidManifest[], selected: ValidManifest[]): Promise<void> {
-    const r = await buildAndPublish(this.repo, all, selected, this.signal, { lockTimeoutMs: lockWaitMs() });
+    const r = await buildAndPublish(this.repo, all, selected, { signal: this.signal, remoteHistory: this.remoteHistory, lockTimeoutMs: lockWaitMs() });
     for (const img of all) this.lastGood.set(img.manifest.name, img.manifest);
     for (const p of r.published) info(`published ${p.name} ${p.version} ${p.commit.slice(0, 12)}`);
+    for (const s of r.streams.filter((x) => x.moved)) info(`stream ${s.stream} of ${s.image} moved to ${s.version} ${s.commit.slice(0, 12)}`);
     if (!r.published.length) info('nothing new to publish: the affected images are up to date');
     await this.followPublishDir();
   }

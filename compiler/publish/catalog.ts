@@ -15,7 +15,10 @@ export interface PackageChanges {
 export interface CatalogVersion {
   version: string;
   commit: string;
+  /** Build time (SOURCE_DATE_EPOCH). */
   date: string;
+  /** When this version was published; null for versions published before treecast recorded it. */
+  published: string | null;
   gitCommit: string;
   size: number;
   artifacts: { type: string; file: string; size: number; sha256: string; url: string }[];
@@ -78,9 +81,57 @@ export function packageChanges(prev: ImageManifestJson['packages'], next: ImageM
   return changes;
 }
 
-/** Versions oldest first: by build time, then by version number. */
-export function sortVersions(ms: ImageManifestJson[]): ImageManifestJson[] {
-  return [...ms].sort((a, b) => a.buildTime.localeCompare(b.buildTime) || a.version.localeCompare(b.version, undefined, { numeric: true }));
+/**
+ * What publish records next to a version's artifacts (images/<name>/<version>/PUBLISHED.json)
+ * when it first publishes it: the order retention, `latest` and the catalog go by.
+ */
+export interface PublishRecord {
+  /** 1 + the highest sequence among the image's version dirs at the time: grows with every publish. */
+  sequence: number;
+  publishedAt: string;
+  /** The commit published; a record naming another commit than MANIFEST.json does not count. */
+  commit: string;
+}
+
+export type PublishedManifest = ImageManifestJson & { published?: PublishRecord };
+
+const recorded = (m: PublishedManifest): PublishRecord | undefined => (m.published && m.published.commit === m.commit && Number.isInteger(m.published.sequence) ? m.published : undefined);
+
+/**
+ * Versions oldest first, in the order they were published, never by build
+ * time: a rebuild of an older git commit carries an older SOURCE_DATE_EPOCH
+ * but is the newest thing published. Versions published before treecast
+ * recorded the order (no PUBLISHED.json) come before every recorded one:
+ * those on the ref's history (`history`: commit ids, the tip first) in that
+ * order, the others (older than the history retention kept) by build time,
+ * then by version number.
+ */
+export function sortVersions<T extends PublishedManifest>(ms: readonly T[], history: readonly string[] = []): T[] {
+  const rank = (m: T): [number, number, string] => {
+    const r = recorded(m);
+    if (r) return [2, r.sequence, ''];
+    const at = history.indexOf(m.commit);
+    return at >= 0 ? [1, -at, ''] : [0, 0, m.buildTime];
+  };
+  const keyed = ms.map((m) => ({ m, k: rank(m) }));
+  keyed.sort((a, b) => a.k[0] - b.k[0] || a.k[1] - b.k[1] || a.k[2].localeCompare(b.k[2]) || a.m.version.localeCompare(b.m.version, undefined, { numeric: true }));
+  return keyed.map((x) => x.m);
+}
+
+/**
+ * Pure: which versions of one image stay published. `ordered` is oldest
+ * first (sortVersions). Kept: the newest `keep` whose commit is in the public
+ * repo, and every version a stream points at. Everything else goes, artifacts
+ * and commit, and so does a version whose commit is no longer in the repo (its
+ * artifacts would describe a commit no host can pull). The one decision that
+ * artifacts, commits (prune) and index.json all follow.
+ */
+export function planRetention<T extends PublishedManifest>(ordered: readonly T[], o: { keep: number; pinned: ReadonlySet<string | null>; hasCommit: (commit: string) => boolean }): { kept: T[]; removed: T[] } {
+  const present = ordered.filter((m) => o.hasCommit(m.commit));
+  const newest = new Set(present.slice(-Math.max(o.keep, 1)).map((m) => m.version));
+  const kept = present.filter((m) => newest.has(m.version) || o.pinned.has(m.version));
+  const keptSet = new Set(kept);
+  return { kept, removed: ordered.filter((m) => !keptSet.has(m)) };
 }
 
 /**
@@ -92,16 +143,18 @@ function namedPackages(m: ImageManifestJson): ImageManifestJson['packages'] {
   return (m.packages ?? []).filter((p) => typeof p?.name === 'string' && p.name !== '');
 }
 
-export function buildCatalog(opts: { url: string; remote: string; signed: boolean; publicKey?: string; updated: string; images: { name: string; hasIpxe: boolean; versions: ImageManifestJson[]; streams?: (Omit<CatalogStream, 'kickstart' | 'ipxe'> & { hasIpxe: boolean })[] }[] }): Catalog {
+export function buildCatalog(opts: { url: string; remote: string; signed: boolean; publicKey?: string; updated: string; images: { name: string; hasIpxe: boolean; versions: PublishedManifest[]; history?: readonly string[]; streams?: (Omit<CatalogStream, 'kickstart' | 'ipxe'> & { hasIpxe: boolean })[] }[] }): Catalog {
   const images: CatalogImage[] = opts.images
     .filter((i) => i.versions.length)
     .map((img) => {
-      const sorted = sortVersions(img.versions);
+      // Publish order: the last one is what the image's ref and `latest` point at.
+      const sorted = sortVersions(img.versions, img.history);
       const versions = sorted
         .map((m, i) => ({
           version: m.version,
           commit: m.commit,
           date: m.buildTime,
+          published: recorded(m)?.publishedAt ?? null,
           gitCommit: m.gitCommit,
           size: m.artifacts.reduce((s, a) => s + a.size, 0),
           artifacts: m.artifacts.map((a) => ({ ...a, url: `${opts.url}/images/${img.name}/${m.version}/${a.file}` })),
@@ -193,7 +246,7 @@ export function renderIndexHtml(c: Catalog): string {
           .filter((s) => s.version === v.version)
           .map((s) => ` <span class="badge stream">${esc(s.name)}</span>`)
           .join('')}</td>
-  <td>${esc(v.date.replace('T', ' ').replace(/\.\d+Z$/, 'Z'))}</td>
+  <td>${esc(v.date.replace('T', ' ').replace(/\.\d+Z$/, 'Z'))}${v.published ? `<br><span class="muted published">published ${esc(v.published.replace('T', ' ').replace(/\.\d+Z$/, 'Z'))}</span>` : ''}</td>
   <td><code title="${esc(v.commit)}">${esc(v.commit.slice(0, 12))}</code></td>
   <td class="size">${humanBytes(v.size)}</td>
   <td>${v.artifacts.map((a) => `<a href="${esc(a.url)}">${esc(a.file)}</a> <span class="muted">${humanBytes(a.size)}</span>`).join('<br>') || '<span class="muted">OSTree commit only</span>'}<br>${privateFilesHtml(v)}</td>

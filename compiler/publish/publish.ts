@@ -6,13 +6,20 @@
  *   3. images/<name>/latest, boot/<name>.ipxe, kickstart/<name>.ks (write + rename)
  *   4. refs, then the summary (signed), then index.json/index.html, then retention
  *      (old artifacts, `ostree prune`) and the summary once more
+ * Order is publish order: each version dir gets a PUBLISHED.json (sequence,
+ * time) when first published, and retention, `latest` and the catalog go by
+ * it, never by build time (see sortVersions). Retention decides the kept
+ * versions once (planRetention); their commits are held by hidden refs
+ * (KEEP_COLLECTION) so `ostree prune --depth=0` removes exactly the others.
+ * Only published commits become published history: pull-local copies the
+ * commit alone, never local parents that were built but not published.
  * Release streams (./streams.ts) ride along: their targets are checked before
  * anything is written (a pin to an unpublished version changes nothing), their
  * deltas are made with the objects, their kickstart/iPXE files with the links,
  * their refs with the other refs, and retention keeps every version they point at.
  * A lock serializes publishers; leftovers of a killed publish are removed by the next one.
  */
-import { chmodSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { chmodSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import path from 'node:path';
 import type { EmitResult } from '../build/emit.js';
 import { readManifestJson, removeWhole, swapIntoPlace } from '../build/emit.js';
@@ -23,11 +30,11 @@ import type { ImageManifest } from '../manifest/types.js';
 import { disklessBoot, renderIpxe } from '../outputs/diskless.js';
 import { kernelFromManifest } from './kernel-files.js';
 import type { Repo } from '../repo.js';
-import { buildCatalog, renderIndexHtml } from './catalog.js';
+import { buildCatalog, planRetention, renderIndexHtml, sortVersions, type PublishedManifest, type PublishRecord } from './catalog.js';
 import { exportPublicKey, signFile, type SigningKey } from './gpg.js';
 import { renderKickstart } from './kickstart.js';
 import { withPublishLock } from './lock.js';
-import { publishedVersions, refCommit, repoStreams, streamTargetsIn, type ImageStreamDecl, type PublishedStream, type StreamImage, type StreamTarget } from './streams.js';
+import { hasCommit, publishedVersions, refCommit, repoStreams, streamTargetsIn, type ImageStreamDecl, type PublishedStream, type StreamImage, type StreamTarget } from './streams.js';
 import { streamFiles } from '../manifest/streams.js';
 import { UserError } from '../diagnostics.js';
 import { replaceSymlinkDurable, writeFileDurable } from '../durable.js';
@@ -70,6 +77,15 @@ export interface PublishedImage {
 }
 
 export const PUBLIC_KEY_FILE = 'keys/treecast.asc';
+/** Next to a version's MANIFEST.json: when and in which order it was published (PublishRecord). */
+export const PUBLISHED_FILE = 'PUBLISHED.json';
+/**
+ * Collection id of the refs that hold kept versions' commits
+ * (repo/refs/mirrors/<id>/<image>/<version>). Mirror refs count for
+ * `ostree prune --refs-only` but are not in the summary nor in `ostree refs`,
+ * so hosts see only the image and stream refs.
+ */
+export const KEEP_COLLECTION = 'org.treecast.PublishedVersions';
 
 export function publishOptions(repo: Repo, overrides: Partial<PublishOptions> = {}): PublishOptions {
   const c = repo.config;
@@ -97,7 +113,23 @@ export async function publish(items: PublishItem[], o: PublishOptions): Promise<
  */
 export async function publishWithStreams(items: PublishItem[], o: PublishOptions, streamImages: StreamImage[] = []): Promise<{ images: PublishedImage[]; streams: PublishedStream[] }> {
   mkdirSync(o.dir, { recursive: true });
-  return withPublishLock(o.dir, () => publishLocked(items, o, streamImages));
+  try {
+    return await withPublishLock(o.dir, () => publishLocked(items, o, streamImages));
+  } catch (err) {
+    throw diskFull(err, items, o) ?? err;
+  }
+}
+
+/**
+ * A full disk under the publish dir, said plainly: ostree refuses before the
+ * kernel does ("min-free-space-percent ... would be exceeded"), other writers
+ * get ENOSPC. Nothing published was changed: the refs, summary and index move last.
+ */
+function diskFull(err: unknown, items: PublishItem[], o: PublishOptions): UserError | undefined {
+  const text = err instanceof Error ? err.message : String(err);
+  if (!/ENOSPC|no space left|min-free-space/i.test(text)) return undefined;
+  const names = items.map((i) => i.manifest.name).join(', ') || 'release streams';
+  return new UserError(`publishing ${names}: no space left on the disk of ${o.dir}; what was published before is unchanged (free space, then publish again)\n    ${text.trim().split('\n').slice(-3).join('\n    ')}`);
 }
 
 /** Every stream target of this publish, or a UserError listing every bad pin (before anything is written). */
@@ -139,7 +171,10 @@ async function publishLocked(items: PublishItem[], o: PublishOptions, streamImag
       published.push({ name: it.manifest.name, ref: it.ref, version: it.version, commit: it.commit, previous });
       continue;
     }
-    await run('ostree', ['pull-local', `--repo=${repoDir}`, `--depth=${Math.max(o.keep - 1, 0)}`, it.fromRepo, it.commit]);
+    // The commit alone: its parent is the previous published commit (already here) or a local
+    // build that was never published, which must not become published history. A missing
+    // parent is normal for ostree (`ostree log`: "History beyond this commit not fetched").
+    await run('ostree', ['pull-local', `--repo=${repoDir}`, '--depth=0', it.fromRepo, it.commit]);
     if (o.key) await run('ostree', ['gpg-sign', `--repo=${repoDir}`, `--gpg-homedir=${o.key.homedir}`, it.commit, o.key.keyId]);
     let delta: string | undefined;
     if (o.staticDeltas && previous && previous !== it.commit) {
@@ -173,6 +208,9 @@ async function publishLocked(items: PublishItem[], o: PublishOptions, streamImag
     if (current?.commit === it.commit) continue;
     const staging = mkdtempSync(path.join(imageDir, `.staging-${it.version}-`));
     for (const f of readdirSync(it.emitted.dir)) copyFileSync(path.join(it.emitted.dir, f), path.join(staging, f));
+    // In the staging dir, so the version appears with its place in the publish order or not at all.
+    const record: PublishRecord = { sequence: nextSequence(imageDir), publishedAt: new Date().toISOString(), commit: it.commit };
+    writeFileDurable(path.join(staging, PUBLISHED_FILE), JSON.stringify(record, null, 2) + '\n');
     if (o.key) await signFile(o.key, path.join(staging, 'SHA256SUMS'));
     chmodSync(staging, 0o755);
     crashPoint(o, 'artifact-staging');
@@ -206,8 +244,9 @@ async function publishLocked(items: PublishItem[], o: PublishOptions, streamImag
   crashPoint(o, 'refs');
   await updateSummary(o, repoDir);
   crashPoint(o, 'summary');
-  writeCatalog(o);
-  await applyRetention(o, repoDir, items.map((i) => i.manifest.name));
+  const plan = await retentionPlan(o, repoDir);
+  writeCatalog(o, plan);
+  await applyRetention(o, repoDir, plan);
   crashPoint(o, 'retention');
   // prune also deletes static deltas to pruned commits, which the summary lists.
   await updateSummary(o, repoDir);
@@ -253,55 +292,125 @@ async function updateSummary(o: PublishOptions, repoDir: string): Promise<void> 
   await run('ostree', summaryArgs);
 }
 
-/** Keep the newest `keep` versions of each image: artifacts and commits (via prune depth). */
-async function applyRetention(o: PublishOptions, repoDir: string, names: string[]): Promise<void> {
+/** One image's versions in publish order, and what retention does with them. */
+export interface ImageRetention {
+  name: string;
+  /** Commits along the image refs' histories, tips first (orders versions published before PUBLISHED.json existed). */
+  history: string[];
+  kept: PublishedManifest[];
+  removed: PublishedManifest[];
+}
+
+/**
+ * The one retention decision for every image of the tree (not only those of
+ * this publish: prune is repo-wide, so every image's kept commits need their
+ * refs): the catalog lists `kept`, applyRetention removes `removed`.
+ */
+async function retentionPlan(o: PublishOptions, repoDir: string): Promise<ImageRetention[]> {
+  const imagesDir = path.join(o.dir, 'images');
+  const names = existsSync(imagesDir) ? readdirSync(imagesDir).filter((n) => !n.startsWith('.')).sort() : [];
+  const out: ImageRetention[] = [];
   for (const name of names) {
-    const dir = path.join(o.dir, 'images', name);
-    const versions = listVersions(dir);
-    const latest = versions[versions.length - 1];
+    const versions = listVersions(path.join(imagesDir, name));
+    // Only trees published before the order was recorded need the ref's history (one `ostree log` per ref).
+    const history = versions.every((m) => m.published?.commit === m.commit) ? [] : await refHistories(repoDir, [...new Set(versions.map((m) => m.ref))]);
     // A version a stream points at stays, however old: hosts on that stream install and boot it.
     const pinned = new Set(streamVersions(o, name).map((s) => s.version));
-    for (const v of versions.slice(0, Math.max(0, versions.length - o.keep))) {
-      if (v.version !== latest?.version && !pinned.has(v.version)) removeWhole(path.join(dir, v.version));
+    const { kept, removed } = planRetention(sortVersions(versions, history), { keep: o.keep, pinned, hasCommit: (c) => hasCommit(repoDir, c) });
+    out.push({ name, history, kept, removed });
+  }
+  return out;
+}
+
+/** Commit ids along each ref's history in the public repo, tips first. */
+async function refHistories(repoDir: string, refs: string[]): Promise<string[]> {
+  const out: string[] = [];
+  for (const ref of refs) {
+    if (!refCommit(repoDir, ref)) continue;
+    const r = await run('ostree', ['log', `--repo=${repoDir}`, ref], { allowFailure: true });
+    out.push(...[...r.stdout.matchAll(/^commit ([0-9a-f]{64})$/gm)].map((m) => m[1]!));
+  }
+  return out;
+}
+
+/**
+ * Remove what the plan removes: version dirs, then the commits. Each kept
+ * version's commit gets a ref of KEEP_COLLECTION, so `prune --refs-only
+ * --depth=0` keeps exactly the ref tips (images, streams) and the kept
+ * versions, whatever the parent chains say: a kept version need not be an
+ * ancestor of the tip (publish order is not build order), and an ancestor
+ * that is not kept goes.
+ */
+async function applyRetention(o: PublishOptions, repoDir: string, plan: ImageRetention[]): Promise<void> {
+  for (const img of plan) {
+    for (const v of img.removed) {
+      info(`${img.name}: retention removes ${v.version} (${v.commit.slice(0, 12)})`);
+      removeWhole(path.join(o.dir, 'images', img.name, v.version));
     }
   }
-  // Its commit stays too: --refs-only keeps what every ref points at (stream refs included) and --depth of its history.
-  await run('ostree', ['prune', `--repo=${repoDir}`, '--refs-only', `--depth=${Math.max(o.keep - 1, 0)}`]);
+  // All at once, then the kept ones again: no prune runs in between (we hold the publish lock),
+  // and a crash here only leaves refs the next publish rewrites before it prunes.
+  await run('ostree', ['refs', `--repo=${repoDir}`, '--collections', '--delete', KEEP_COLLECTION]);
+  for (const img of plan) {
+    for (const v of img.kept) await run('ostree', ['refs', `--repo=${repoDir}`, '--collections', '--force', `--create=${KEEP_COLLECTION}:${img.name}/${v.version}`, v.commit]);
+  }
+  await run('ostree', ['prune', `--repo=${repoDir}`, '--refs-only', '--depth=0']);
 }
 
-function listVersions(imageDir: string) {
-  if (!existsSync(imageDir)) return [];
-  const ms = readdirSync(imageDir)
-    // `<version>.old-<pid>-<ms>`: the previous copy swapIntoPlace moves aside (left behind by a crash).
-    .filter((d) => !d.startsWith('.') && d !== 'latest' && !/\.old-\d+-\d+$/.test(d))
-    .map((d) => readManifestJson(path.join(imageDir, d)))
-    .filter((m): m is NonNullable<typeof m> => Boolean(m));
-  return ms.sort((a, b) => a.buildTime.localeCompare(b.buildTime) || a.version.localeCompare(b.version, undefined, { numeric: true }));
+/** An image's published versions, each with its PUBLISHED.json when it has one (unordered). */
+function listVersions(imageDir: string): PublishedManifest[] {
+  return [...publishedVersionDirs(imageDir)].map(([dir, m]) => {
+    const published = readPublishRecord(path.join(imageDir, dir));
+    return published ? { ...m, published } : m;
+  });
 }
 
-export function writeCatalog(o: PublishOptions): void {
-  const imagesDir = path.join(o.dir, 'images');
-  const names = existsSync(imagesDir) ? readdirSync(imagesDir).filter((n) => !n.startsWith('.')) : [];
+function publishedVersionDirs(imageDir: string): Map<string, ImageManifestJsonOf> {
+  const out = new Map<string, ImageManifestJsonOf>();
+  if (!existsSync(imageDir)) return out;
+  // `<version>.old-<pid>-<ms>`: the previous copy swapIntoPlace moves aside (left behind by a crash).
+  for (const d of readdirSync(imageDir)) {
+    if (d.startsWith('.') || d === 'latest' || /\.old-\d+-\d+$/.test(d)) continue;
+    const m = readManifestJson(path.join(imageDir, d));
+    // As streams.ts publishedVersions: a dir is the version its MANIFEST.json names.
+    if (m && m.version === d && typeof m.commit === 'string') out.set(d, m);
+  }
+  return out;
+}
+
+type ImageManifestJsonOf = NonNullable<ReturnType<typeof readManifestJson>>;
+
+function readPublishRecord(versionDir: string): PublishRecord | undefined {
+  try {
+    const r = JSON.parse(readFileSync(path.join(versionDir, PUBLISHED_FILE), 'utf8')) as Partial<PublishRecord>;
+    return typeof r.sequence === 'number' && typeof r.publishedAt === 'string' && typeof r.commit === 'string' ? (r as PublishRecord) : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** The sequence of the next version published in imageDir: above every recorded one (versions without a record rank below all). */
+function nextSequence(imageDir: string): number {
+  let max = 0;
+  for (const d of publishedVersionDirs(imageDir).keys()) max = Math.max(max, readPublishRecord(path.join(imageDir, d))?.sequence ?? 0);
+  return max + 1;
+}
+
+/** index.json and index.html: exactly the versions the retention plan keeps, in publish order. */
+export function writeCatalog(o: PublishOptions, plan: ImageRetention[]): void {
   const catalog = buildCatalog({
     url: o.url,
     remote: o.remote,
     signed: Boolean(o.key),
     publicKey: o.key ? `${o.url}/${PUBLIC_KEY_FILE}` : undefined,
     updated: new Date().toISOString(),
-    // Only the versions retention keeps (the newest `keep`, and every version a stream points at):
-    // the catalog never links to what is about to be removed.
-    images: names.map((name) => {
-      const all = listVersions(path.join(imagesDir, name));
-      const streams = streamVersions(o, name);
-      const pinned = new Set(streams.map((s) => s.version));
-      const newest = new Set(all.slice(-Math.max(o.keep, 1)).map((m) => m.version));
-      return {
-        name,
-        hasIpxe: existsSync(path.join(o.dir, 'boot', `${name}.ipxe`)),
-        versions: all.filter((m) => newest.has(m.version) || pinned.has(m.version)),
-        streams: streams.map((s) => ({ ...s, hasIpxe: existsSync(path.join(o.dir, streamFiles(name, s.name).ipxe)) })),
-      };
-    }),
+    images: plan.map((img) => ({
+      name: img.name,
+      hasIpxe: existsSync(path.join(o.dir, 'boot', `${img.name}.ipxe`)),
+      versions: img.kept,
+      history: img.history,
+      streams: streamVersions(o, img.name).map((s) => ({ ...s, hasIpxe: existsSync(path.join(o.dir, streamFiles(img.name, s.name).ipxe)) })),
+    })),
   });
   writeAtomic(path.join(o.dir, 'index.json'), JSON.stringify(catalog, null, 2) + '\n');
   writeAtomic(path.join(o.dir, 'index.html'), renderIndexHtml(catalog));

@@ -147,8 +147,9 @@ export function uploadPlan(o: UploadPlanOptions): UploadPhase[] {
     // objects and deltas). Until now a client mid-pull of the previous version
     // still finds its objects. --existing + --ignore-existing: transfer
     // nothing, only delete. Limited to the trees treecast prunes, so a wrong
-    // DEST never loses anything else.
-    phase('delete', 'old versions, pruned objects and deltas', ['--existing', '--ignore-existing', '--delete'], ['/images/***', '/repo/', '/repo/objects/***', '/repo/deltas/***', '/repo/delta-indexes/***']),
+    // DEST never loses anything else. The mirror refs that held retired
+    // versions' commits go too (their commits are gone: fsck would fail on them).
+    phase('delete', 'old versions, their mirror refs, pruned objects and deltas', ['--existing', '--ignore-existing', '--delete'], ['/images/***', '/repo/', '/repo/refs/', '/repo/refs/mirrors/***', '/repo/objects/***', '/repo/deltas/***', '/repo/delta-indexes/***']),
   ];
 }
 

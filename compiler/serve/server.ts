@@ -54,6 +54,43 @@ const CACHE_IMMUTABLE = 'public, max-age=31536000, immutable';
  */
 const CACHE_REVALIDATE = 'no-cache';
 
+/**
+ * How many connections may wait for accept(). Each `ostree pull` opens up to
+ * 8 connections at once, so a fleet booting together sends hundreds of SYNs
+ * in one burst: 1600 connects to a server whose event loop was busy for
+ * 300 ms overflowed Node's default of 511 about 1500 times
+ * (TcpExtListenOverflows), and none with 4096. A dropped SYN is retried
+ * only after 1, 3, 7, 15, 31 s. The kernel caps this at net.core.somaxconn
+ * (4096 by default since Linux 5.4).
+ */
+const LISTEN_BACKLOG = 4096;
+
+/**
+ * Far above any real fleet's concurrency (8 per pulling host), far below the
+ * file descriptor limit: a flood of idle connections is refused at accept()
+ * instead of exhausting descriptors the file streams need.
+ */
+const MAX_CONNECTIONS = 8192;
+
+/**
+ * Our clients send a GET or HEAD with a few headers in one packet, so the
+ * limits on the request side can be tight without ever touching a real
+ * client. Responses have no time limit: a multi-GB image to a slow link is
+ * fine, and a stalled reader costs one socket and a bounded buffer
+ * (streamFile respects backpressure).
+ */
+export const SERVER_LIMITS: http.ServerOptions = {
+  // A request line + headers above 16 KiB is an attack or a bug: 431.
+  maxHeaderSize: 16 * 1024,
+  // Slowloris: headers dribbled a byte at a time hold a socket at most this long (then 408).
+  headersTimeout: 20_000,
+  requestTimeout: 30_000,
+  // How often those two are checked; Node's default (30 s) would double them.
+  connectionsCheckingInterval: 2_000,
+  // Idle keep-alive sockets between an ostree client's requests.
+  keepAliveTimeout: 5_000,
+};
+
 /** Per-server state shared by all requests. */
 interface Context {
   /** realpath of opts.dir; every served file must resolve inside it. */
@@ -96,9 +133,10 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
     log: opts.log ?? ((line) => process.stderr.write(line + '\n')),
   };
 
-  const server = http.createServer((req, res) => {
+  const server = http.createServer(SERVER_LIMITS, (req, res) => {
     void handleExchange(ctx, { req, res, bytes: 0, client: clientAddress(req) });
   });
+  server.maxConnections = MAX_CONNECTIONS;
   await listen(server, host, port);
 
   const actualPort = (server.address() as AddressInfo).port;
@@ -130,7 +168,7 @@ async function resolveRoot(dir: string): Promise<string> {
 function listen(server: http.Server, host: string, port: number): Promise<void> {
   return new Promise((resolve, reject) => {
     server.once('error', reject);
-    server.listen(port, host, () => {
+    server.listen({ port, host, backlog: LISTEN_BACKLOG }, () => {
       server.off('error', reject);
       resolve();
     });

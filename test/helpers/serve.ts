@@ -15,13 +15,14 @@ export interface ServeProcess {
   logFile: string;
 }
 
-export async function startServe(dir: string, logFile: string): Promise<ServeProcess> {
+/** `o.bin`/`o.env`/`o.cwd`: another checkout's treecast (bench/ratios.ts serves its scratch clone). */
+export async function startServe(dir: string, logFile: string, o: { bin?: string; env?: NodeJS.ProcessEnv; cwd?: string; startTimeoutMs?: number } = {}): Promise<ServeProcess> {
   const fd = fs.openSync(logFile, 'a');
-  const child = spawn(process.execPath, [BIN, 'serve', '--dir', dir, '--host', '127.0.0.1', '--port', '0'], { stdio: ['ignore', 'pipe', fd] });
+  const child = spawn(process.execPath, [o.bin ?? BIN, 'serve', '--dir', dir, '--host', '127.0.0.1', '--port', '0'], { cwd: o.cwd, env: o.env, stdio: ['ignore', 'pipe', fd] });
   fs.closeSync(fd);
   const url = await new Promise<string>((resolve, reject) => {
     let out = '';
-    const timer = setTimeout(() => reject(new Error(`treecast serve did not start: ${out}`)), 20_000);
+    const timer = setTimeout(() => reject(new Error(`treecast serve did not start: ${out}`)), o.startTimeoutMs ?? 20_000);
     child.stdout!.setEncoding('utf8').on('data', (d: string) => {
       out += d;
       const m = /at (http:\/\/127\.0\.0\.1:\d+)\//.exec(out);

@@ -10,7 +10,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { makeRepo, requireTool, shellTree, type Fixture, type BuiltImage, revParse } from '../helpers/build-fixture.js';
 
 let fx: Fixture;
-const MARK = path.join('root', 'started-by-postprocess');
+// Postprocess writes to an overlay over the root (steps/layer.ts): its new files are in the upper dir while it runs.
+const MARK = path.join('layer-postprocess', 'upper', 'started-by-postprocess');
 
 beforeAll(() => {
   for (const t of ['bwrap', 'ostree', 'flock']) requireTool(t);
