@@ -2,13 +2,15 @@
  * The one place treecast starts other programs. Every call is logged at
  * --debug with its quoted argv; a failure names the command, its exit code or
  * signal and the last lines of its stderr; a missing program names the Debian
- * package that provides it. Unit tests swap the runner with setRunner().
+ * package that provides it. A program that runs for more than a moment shows
+ * a status line (progress.ts). Unit tests swap the runner with setRunner().
  */
 import { accessSync, constants } from 'node:fs';
 import path from 'node:path';
-import { execa, type Options } from 'execa';
+import { execa, type Options, type ResultPromise } from 'execa';
 import { UserError } from './diagnostics.js';
 import { debug } from './log.js';
+import { Tracker, type ProgressSpec } from './progress.js';
 
 /** Which Debian package provides each program treecast drives. */
 export const PROVIDERS: Record<string, string> = {
@@ -25,6 +27,8 @@ export const PROVIDERS: Record<string, string> = {
   git: 'git',
   'qemu-system-x86_64': 'qemu-system-x86',
   'mkfs.ext4': 'e2fsprogs',
+  sfdisk: 'fdisk',
+  extlinux: 'extlinux',
   'mkfs.erofs': 'erofs-utils',
   chattr: 'e2fsprogs',
   chromium: 'chromium',
@@ -46,12 +50,21 @@ export interface RunOptions {
   input?: string | Buffer;
   /** Stream the program's output to our stderr (long steps like mmdebstrap at --debug). */
   inherit?: boolean;
+  /** stdin, stdout and stderr are treecast's own (`treecast shell`: a person types into the program). */
+  interactive?: boolean;
   /** Resolve instead of throwing on a non-zero exit. */
   allowFailure?: boolean;
   timeoutMs?: number;
   signal?: AbortSignal;
   /** Return stdout as bytes. */
   binary?: boolean;
+  /**
+   * What the status line shows while the program runs (progress.ts). Every
+   * program gets one with its last output line by default; false: none.
+   */
+  progress?: ProgressSpec | false;
+  /** Set by run(): the runner hands it the program's output and pid, for the status line. */
+  tracker?: Tracker;
 }
 
 export interface RunResult {
@@ -91,12 +104,16 @@ const execaRunner: Runner = async (cmd, args, opts) => {
     stripFinalNewline: false,
     timeout: opts.timeoutMs,
     cancelSignal: opts.signal,
-    stdout: opts.inherit ? ['pipe', 'inherit'] : 'pipe',
-    stderr: opts.inherit ? ['pipe', 'inherit'] : 'pipe',
+    ...(opts.interactive ? { stdin: 'inherit', stdout: 'inherit', stderr: 'inherit' } : {
+      stdout: opts.inherit ? ['pipe', 'inherit'] : 'pipe',
+      stderr: opts.inherit ? ['pipe', 'inherit'] : 'pipe',
+    }),
     encoding: opts.binary ? 'buffer' : 'utf8',
     maxBuffer: 512 * 1024 * 1024,
   };
-  const r = await execa(cmd, args, options);
+  const child = execa(cmd, args, options);
+  track(child, opts.tracker, !opts.binary);
+  const r = await child;
   if (r.failed && (r as { code?: string }).code === 'ENOENT') {
     throw missingProgram(cmd);
   }
@@ -112,6 +129,14 @@ const execaRunner: Runner = async (cmd, args, opts) => {
     stdoutBytes,
   };
 };
+
+/** Show a program's output lines (stdout only when it is text) and its pid to its status line. */
+function track(child: ResultPromise, tracker: Tracker | undefined, stdoutIsText: boolean): void {
+  if (!tracker) return;
+  tracker.addPid(child.pid);
+  if (stdoutIsText) child.stdout?.on('data', (c: Buffer | string) => tracker.chunk(c));
+  child.stderr?.on('data', (c: Buffer | string) => tracker.chunk(c));
+}
 
 let runner: Runner = execaRunner;
 
@@ -136,12 +161,98 @@ export async function requirePrograms(cmds: Iterable<string>): Promise<void> {
 export async function run(cmd: string, args: readonly string[], opts: RunOptions = {}): Promise<RunResult> {
   const line = quoteArgv([cmd, ...args]);
   debug(`$ ${opts.cwd ? `(cd ${opts.cwd}) ` : ''}${line}`);
-  const r = await runner(cmd, args, opts);
+  // With inherit the program's own output is on the terminal already.
+  const tracker = opts.progress === false || opts.inherit || opts.interactive ? undefined : new Tracker(cmd, opts.progress);
+  let r: RunResult;
+  try {
+    r = await runner(cmd, args, { ...opts, tracker });
+  } finally {
+    tracker?.stop();
+  }
   if (r.exitCode !== 0 && !opts.allowFailure) {
     const tail = (r.stderr || r.stdout).trimEnd().split('\n').slice(-12).join('\n');
     throw new CommandError(`command failed with exit code ${r.exitCode}: ${line}${tail ? `\n${indent(tail)}` : ''}`, cmd, r.exitCode, r.stderr);
   }
   return r;
+}
+
+export interface PipeOptions {
+  /** Where the second program's stdout goes (created or truncated). */
+  stdoutFile: string;
+  signal?: AbortSignal;
+  progress?: ProgressSpec | false;
+}
+
+/**
+ * `first | second > stdoutFile`, e.g. tar | zstd: no intermediate file. Both
+ * programs are logged, cancelled together by the signal, and a failure names
+ * the side that failed with its exit code and stderr.
+ */
+export async function runPipe(first: [string, readonly string[]], second: [string, readonly string[]], opts: PipeOptions): Promise<void> {
+  const [c1, a1] = first;
+  const [c2, a2] = second;
+  const line = `${quoteArgv([c1, ...a1])} | ${quoteArgv([c2, ...a2])} > ${quoteArgv([opts.stdoutFile])}`;
+  debug(`$ ${line}`);
+  const tracker = opts.progress === false ? undefined : new Tracker(c1, opts.progress);
+  try {
+    const [r1, r2] = await pipeRunner(first, second, { ...opts, tracker });
+    // Which side failed: when the sink dies, the source only fails to write
+    // (SIGPIPE, "Broken pipe", or "Connection reset by peer" on Node's socket
+    // pipes), so a failed sink is the cause. A source that fails on its own
+    // (tar cannot read a file) ends the sink's input early, and the sink succeeds.
+    const failed = (r: PipeSide) => r.canceled || r.notFound || r.signal !== undefined || r.exitCode !== 0;
+    for (const [cmd, r] of failed(r2) ? ([[c2, r2]] as const) : ([[c1, r1]] as const)) {
+      if (r.canceled) throw new UserError(`${cmd} was interrupted`);
+      if (r.notFound) throw missingProgram(cmd);
+      if (r.signal) throw new CommandError(`${cmd} was killed by ${r.signal}: ${line}${tailOf(r.stderr)}`, cmd, -1, r.stderr);
+      if (r.exitCode !== 0) throw new CommandError(`${cmd} failed with exit code ${r.exitCode}: ${line}${tailOf(r.stderr)}`, cmd, r.exitCode, r.stderr);
+    }
+  } finally {
+    tracker?.stop();
+  }
+}
+
+export interface PipeSide {
+  exitCode: number;
+  signal?: string;
+  stderr: string;
+  canceled?: boolean;
+  notFound?: boolean;
+}
+export type PipeRunner = (first: [string, readonly string[]], second: [string, readonly string[]], opts: PipeOptions & { tracker?: Tracker }) => Promise<[PipeSide, PipeSide]>;
+
+const execaPipeRunner: PipeRunner = async ([c1, a1], [c2, a2], opts) => {
+  const common: Options = { reject: false, cancelSignal: opts.signal, stripFinalNewline: false, maxBuffer: 64 * 1024 * 1024 };
+  const source = execa(c1, a1, { ...common, stdin: 'ignore', stdout: 'pipe', stderr: 'pipe', buffer: { stdout: false, stderr: true } });
+  // Not buffered: execa would count the file's bytes against maxBuffer and cut the sink off at 64 MiB.
+  const sink = execa(c2, a2, { ...common, stdin: 'pipe', stdout: { file: opts.stdoutFile }, stderr: 'pipe', buffer: { stdout: false, stderr: true } });
+  track(source, opts.tracker, false);
+  track(sink, opts.tracker, false);
+  // Awaited through the two results below; the pipe's own rejection repeats theirs.
+  source.pipe(sink).catch(() => undefined);
+  const side = (r: Awaited<ResultPromise>): PipeSide => ({
+    exitCode: r.exitCode ?? -1,
+    signal: r.signal ?? undefined,
+    stderr: String(r.stderr ?? ''),
+    canceled: r.isCanceled,
+    notFound: r.failed && (r as { code?: string }).code === 'ENOENT',
+  });
+  const [r1, r2] = await Promise.all([source, sink]);
+  return [side(r1), side(r2)];
+};
+
+let pipeRunner: PipeRunner = execaPipeRunner;
+
+/** For unit tests: replace the pipe runner, get the old one back. */
+export function setPipeRunner(r: PipeRunner | undefined): PipeRunner {
+  const prev = pipeRunner;
+  pipeRunner = r ?? execaPipeRunner;
+  return prev;
+}
+
+function tailOf(stderr: string): string {
+  const tail = stderr.trimEnd().split('\n').slice(-12).join('\n');
+  return tail ? `\n${indent(tail)}` : '';
 }
 
 function indent(s: string): string {

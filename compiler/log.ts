@@ -13,14 +13,35 @@ export function setQuiet(on: boolean): void {
 export function isDebug(): boolean {
   return debugEnabled;
 }
+export function isQuiet(): boolean {
+  return quiet;
+}
+
+/** The live status lines on a terminal (progress.ts): cleared before a message, drawn again after it. */
+export interface StatusArea {
+  clear(): void;
+  draw(): void;
+}
+let status: StatusArea | undefined;
+export function setStatusArea(a: StatusArea | undefined): void {
+  status = a;
+}
+
+/** Every message goes through here, so it scrolls above the status lines instead of through them. */
+export function writeStderr(text: string): void {
+  status?.clear();
+  process.stderr.write(text);
+  status?.draw();
+}
+
 export function debug(msg: string): void {
-  if (debugEnabled) process.stderr.write(`debug: ${msg}\n`);
+  if (debugEnabled) writeStderr(`debug: ${msg}\n`);
 }
 export function info(msg: string): void {
-  if (!quiet) process.stderr.write(`${msg}\n`);
+  if (!quiet) writeStderr(`${msg}\n`);
 }
 export function warn(msg: string): void {
-  process.stderr.write(`warning: ${msg}\n`);
+  writeStderr(`warning: ${msg}\n`);
 }
 
 /** A timed, named scope: `step("applying overlays", ...)` prints its duration when done. */

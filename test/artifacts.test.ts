@@ -46,7 +46,7 @@ users: [{ name: web, uid: 3000, group: web, ssh-authorized-keys: ["ssh-ed25519 A
 metadata: { tier: test }
 outputs:
   ostree: {}
-  squashfs: { compression: zstd, level: 15 }
+  squashfs: { compression: zstd, compression-level: 15 }
   tarball: { compression: zstd }
   erofs: {}
 `;
@@ -223,9 +223,13 @@ describe('artifacts of tree-based images', () => {
     }
   });
 
-  it('two builds from clean caches give byte-identical squashfs, tarballs, erofs, MANIFEST.json and SHA256SUMS', () => {
+  it('two builds from clean caches give byte-identical squashfs, tarballs, erofs, MANIFEST.json and SHA256SUMS (the second with SOURCE_DATE_EPOCH set)', () => {
     const other = fx.newCacheDir();
-    const again = fx.build([], { cacheDir: other });
+    // The same epoch given the other documented way: mksquashfs must not see both it and -mkfs-time.
+    const epoch = sh('git', ['log', '-1', '--format=%ct'], { cwd: fx.dir }).trim();
+    const r = fx.cli(['build', '--json'], { cacheDir: other, env: { SOURCE_DATE_EPOCH: epoch } });
+    expect(r.code, r.stderr).toBe(0);
+    const again = (JSON.parse(r.stdout) as { images: BuiltImage[] }).images;
     for (const before of [arts, drp]) {
       const after = again.find((i) => i.name === before.name)!;
       expect(after.commit).toBe(before.commit);
@@ -274,5 +278,12 @@ describe('outputs that cannot be made are refused at validation, with their plac
     const manifest = 'name: bad\nbase: { source: tree, path: trees/base }\noutputs:\n  tarball:\n    compression: lz4\n';
     const err = refused(manifest);
     expect(err).toMatch(new RegExp(`^images/bad\\.yaml:${lineOf(manifest, 'compression: lz4')}:\\d+: outputs\\.tarball\\.compression: .*`, 'm'));
+  });
+
+  it('compression levels outside their compressor\'s range (gzip 12; a level for an uncompressed tarball), both in one run', () => {
+    const manifest = 'name: bad\nbase: { source: tree, path: trees/base }\noutputs:\n  squashfs:\n    compression: gzip\n    compression-level: 12\n  tarball:\n    compression: none\n    compression-level: 3\n';
+    const err = refused(manifest);
+    expect(err).toMatch(new RegExp(`^images/bad\\.yaml:${lineOf(manifest, 'compression-level: 12')}:\\d+: outputs\\.squashfs\\.compression-level: gzip levels are 1-9$`, 'm'));
+    expect(err).toMatch(new RegExp(`^images/bad\\.yaml:${lineOf(manifest, 'compression-level: 3')}:\\d+: outputs\\.tarball\\.compression-level: an uncompressed tarball \\(compression: none\\) takes no compression level$`, 'm'));
   });
 });

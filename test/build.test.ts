@@ -121,8 +121,18 @@ describe('compile: a tree-based image with overlays, files, users, units and pos
     expect(img.commit).toMatch(/^[0-9a-f]{64}$/);
     expect(img.inputHash).toMatch(/^[0-9a-f]{64}$/);
     expect(revParse(fx.ostreeRepo, REF)).toBe(img.commit);
-    expect(img.steps.map((s) => s.name)).toEqual(['base (tree)', 'overlays', 'files', 'users and groups', 'units', 'postprocess', 'finalize', 'commit']);
+    expect(img.steps.map((s) => s.name)).toEqual(['base (tree)', 'overlays', 'files', 'users and groups', 'units', 'postprocess', 'initramfs', 'finalize', 'commit']);
     expect(tmpEntries(fx.cacheDir)).toEqual([]);
+  });
+
+  it('identity: os-release carries IMAGE_ID and IMAGE_VERSION; a commit with a kernel is marked bootable with its version (ostree.bootable, ostree.linux)', () => {
+    const release = cat('/usr/lib/os-release').split('\n');
+    expect(release).toContain('IMAGE_ID=full');
+    expect(release).toContain('IMAGE_VERSION=7.0.1');
+    expect(release).toContain('ID=treecast-fixture');
+    expect(release.filter((l) => l.startsWith('IMAGE_ID='))).toHaveLength(1);
+    expect(ostreeMeta(fx.ostreeRepo, img.commit, 'ostree.bootable')).toBe('true');
+    expect(unquote(ostreeMeta(fx.ostreeRepo, img.commit, 'ostree.linux'))).toBe('6.1.0-test');
   });
 
   it('files[]: modes, owners (manifest names, image-only names, numeric ids), setuid/setgid, symlinks and contents exactly as declared', () => {
@@ -450,7 +460,8 @@ describe('bad input: a clear error naming the step or file, exit 1, the ref unch
     fx.write('images/small.yaml', smallManifest(`postprocess:\n  - "touch /started-by-postprocess; sleep ${sleep}"\n`));
     const run = fx.spawnCli(['build']);
     const tmp = path.join(fx.cacheDir, 'tmp');
-    const started = () => fs.existsSync(tmp) && fs.readdirSync(tmp).some((d) => fs.existsSync(path.join(tmp, d, 'root/started-by-postprocess')));
+    // Postprocess writes to an overlay over the root (steps/layer.ts): the new file is in its upper dir.
+    const started = () => fs.existsSync(tmp) && fs.readdirSync(tmp).some((d) => fs.existsSync(path.join(tmp, d, 'layer-postprocess/upper/started-by-postprocess')));
     // The sandboxed sleep, found by its unique argument.
     const sandboxed = () =>
       fs.readdirSync('/proc').filter((pid) => {

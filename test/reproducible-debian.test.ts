@@ -4,20 +4,19 @@
  * mmdebstrap from scratch. Both builds must give the same OSTree commit
  * checksum and a byte-identical rootfs.tar.zst.
  *
- * Only the downloaded .debs are shared between the two caches (hard links):
- * they are the archive's files, not build state, and downloading 150 MB twice
- * would only test the network.
+ * Only the downloaded .debs are shared between the two builds: they live in
+ * the per-user package cache (aptArchiveCache(): ~/.cache/treecast/apt-archives,
+ * or $TREECAST_APT_CACHE), not in the cache dirs. They are the archive's
+ * files, not build state, and downloading 150 MB twice would only test the
+ * network.
  */
 import { spawnSync } from 'node:child_process';
-import { cpSync, existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { cpSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BIN, PROJECT_ROOT } from './helpers/cli.js';
 import { requireTool, sh } from './helpers/build-fixture.js';
-
-// The boot test's cache: its apt downloads are reused when it ran first (CI order is not fixed).
-const SHARED_APT = path.join(process.env.TREECAST_TEST_CACHE ?? path.join(PROJECT_ROOT, '.treecast/test-cache'), 'apt-archives');
 
 interface Built {
   commit: string;
@@ -28,10 +27,10 @@ interface Built {
 let work: string;
 let repo: string;
 
-function buildClean(n: number, aptFrom: string | undefined): Built {
+/** A build into a new, empty cache dir (the per-user package cache is shared: every build on the machine uses it). */
+function buildClean(n: number): Built {
   const cache = path.join(work, `cache${n}`);
   mkdirSync(cache);
-  if (aptFrom && existsSync(aptFrom)) spawnSync('cp', ['-al', aptFrom, path.join(cache, 'apt-archives')]);
   const r = spawnSync(process.execPath, [BIN, 'build', 'edge-host', '--json', '--repo', repo], {
     env: { ...process.env, TREECAST_CACHE_DIR: cache },
     encoding: 'utf8',
@@ -55,8 +54,8 @@ beforeAll(() => {
   sh('git', ['init', '-q'], { cwd: repo, env });
   sh('git', ['add', '-A'], { cwd: repo, env });
   sh('git', ['-c', 'user.email=ci@example.com', '-c', 'user.name=ci', '-c', 'commit.gpgsign=false', 'commit', '-qm', 'v1'], { cwd: repo, env });
-  first = buildClean(1, SHARED_APT);
-  second = buildClean(2, path.join(work, 'cache1/apt-archives'));
+  first = buildClean(1);
+  second = buildClean(2);
 }, 3_600_000);
 
 afterAll(() => {

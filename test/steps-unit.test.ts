@@ -14,14 +14,15 @@ import { tupleArrayVariant, parseTupleArray } from '../compiler/build/ostree.js'
 import { buildOrder, nextVersion, planSteps, defaultVersionPrefix } from '../compiler/build/plan.js';
 import { copyTreeInto, mkdirInRoot, resolveInRoot } from '../compiler/build/rootfs.js';
 import { UserError } from '../compiler/diagnostics.js';
-import { setRunner, type RunOptions, type RunResult, type Runner } from '../compiler/exec.js';
+import { setPipeRunner, setRunner, type RunOptions, type RunResult, type Runner } from '../compiler/exec.js';
 import type { ImageManifest } from '../compiler/manifest/types.js';
 import type { ValidManifest } from '../compiler/manifest/validate.js';
+import { diskKernelArgs, diskSize, fsUuidFor, parseSize, partitionTable } from '../compiler/outputs/disk.js';
 import { outputRegistry } from '../compiler/outputs/index.js';
 import { mksquashfsArgs } from '../compiler/outputs/squashfs.js';
-import { compressArgs, tarArgs, tarballFile } from '../compiler/outputs/tarball.js';
+import { compressArgs, tarArgs, tarball, tarballFile } from '../compiler/outputs/tarball.js';
 import type { Repo } from '../compiler/repo.js';
-import { baseDebian, mmdebstrapArgs } from '../compiler/steps/base-debian.js';
+import { aptArchiveCache, baseDebian, mmdebstrapArgs } from '../compiler/steps/base-debian.js';
 import { commitArgs, commitTree } from '../compiler/steps/commit.js';
 import { sandboxArgs } from '../compiler/steps/packages.js';
 import { postprocess } from '../compiler/steps/postprocess.js';
@@ -109,14 +110,23 @@ describe('mmdebstrapArgs', () => {
   it('the step runs mmdebstrap through the exec wrapper with SOURCE_DATE_EPOCH', async () => {
     const calls = stubRunner();
     const ctx = ctxFor(m({ base: { source: 'debian', suite: 'bookworm' }, packages: ['less'] }));
-    const detail = await baseDebian.run(ctx);
-    const mm = calls.filter((c) => c.cmd === 'mmdebstrap');
-    expect(mm).toHaveLength(1);
-    expect(mm[0]!.args).toEqual(mmdebstrapArgs(ctx.manifest, ctx.root, path.join(ctx.repo.cacheDir, 'apt-archives')));
-    expect(mm[0]!.opts.env).toMatchObject({ SOURCE_DATE_EPOCH: '1700000000' });
-    expect(mm[0]!.opts.signal).toBe(ctx.signal);
-    expect(fs.statSync(path.join(ctx.repo.cacheDir, 'apt-archives')).isDirectory()).toBe(true);
-    expect(detail).toMatch(/^bookworm\/minbase \+ 1 packages/);
+    // The per-user package cache, pointed into this test's scratch dir.
+    const saved = process.env.TREECAST_APT_CACHE;
+    process.env.TREECAST_APT_CACHE = path.join(ctx.repo.cacheDir, 'apt-archives');
+    try {
+      expect(aptArchiveCache()).toBe(path.join(ctx.repo.cacheDir, 'apt-archives'));
+      const detail = await baseDebian.run(ctx);
+      const mm = calls.filter((c) => c.cmd === 'mmdebstrap');
+      expect(mm).toHaveLength(1);
+      expect(mm[0]!.args).toEqual(mmdebstrapArgs(ctx.manifest, ctx.root, aptArchiveCache()));
+      expect(mm[0]!.opts.env).toMatchObject({ SOURCE_DATE_EPOCH: '1700000000', INITRD: 'No' });
+      expect(mm[0]!.opts.signal).toBe(ctx.signal);
+      expect(fs.statSync(aptArchiveCache()).isDirectory()).toBe(true);
+      expect(detail).toMatch(/^bookworm\/minbase \+ 1 packages/);
+    } finally {
+      if (saved === undefined) delete process.env.TREECAST_APT_CACHE;
+      else process.env.TREECAST_APT_CACHE = saved;
+    }
   });
 });
 
@@ -161,6 +171,8 @@ describe('commitArgs and commitTree', () => {
     const args = commitArgs(ctxFor(m({})), { ...info, parent: undefined });
     expect(args).toContain('--parent=none');
     expect(args).toContain('--add-metadata=treecast.packages=@a(sss) []');
+    expect(args).not.toContain('--bootable');
+    expect(commitArgs({ ...ctxFor(m({})), kernels: ['6.1.0-56-amd64'] }, info)).toContain('--bootable');
     expect(tupleArrayVariant([], 2)).toBe('@a(ss) []');
   });
 
@@ -178,12 +190,13 @@ describe('commitArgs and commitTree', () => {
 });
 
 describe('mksquashfsArgs, tarArgs, compressors', () => {
-  it('mksquashfs: reproducible flags, fixed times, the compressor and its level', () => {
-    const args = mksquashfsArgs(m({ outputs: { squashfs: { compression: 'zstd', level: 19 } } }), '/tree', '/out/rootfs.squashfs', 1_700_000_000);
+  it('mksquashfs: reproducible flags, fixed times, the compressor and its level; no -processors (mksquashfs uses every CPU)', () => {
+    const args = mksquashfsArgs(m({ outputs: { squashfs: { compression: 'zstd', 'compression-level': 19 } } }), '/tree', '/out/rootfs.squashfs', 1_700_000_000);
     expect(args.slice(0, 2)).toEqual(['/tree', '/out/rootfs.squashfs']);
     expect(args).toContain('-noappend');
     expect(args).toContain('-reproducible');
     expect(args).toContain('-no-xattrs');
+    expect(args).not.toContain('-processors');
     const after = (flag: string) => args[args.indexOf(flag) + 1];
     expect(after('-comp')).toBe('zstd');
     expect(after('-Xcompression-level')).toBe('19');
@@ -191,32 +204,64 @@ describe('mksquashfsArgs, tarArgs, compressors', () => {
     expect(after('-all-time')).toBe('1700000000');
   });
 
-  it('mksquashfs: zstd by default; no -Xcompression-level for compressors that do not take one (xz, lz4)', () => {
-    expect(mksquashfsArgs(m({}), '/t', '/o', 1)).toEqual(expect.arrayContaining(['-comp', 'zstd']));
-    expect(mksquashfsArgs(m({}), '/t', '/o', 1)).not.toContain('-Xcompression-level');
+  it('mksquashfs: zstd 3 by default (measured: docs/outputs.md); the older key `level` still counts; no level for xz, lz4, lzo', () => {
+    expect(mksquashfsArgs(m({}), '/t', '/o', 1)).toEqual(expect.arrayContaining(['-comp', 'zstd', '-Xcompression-level', '3']));
+    expect(mksquashfsArgs(m({ outputs: { squashfs: { level: 12 } } }), '/t', '/o', 1)).toEqual(expect.arrayContaining(['-Xcompression-level', '12']));
+    expect(mksquashfsArgs(m({ outputs: { squashfs: { level: 12, 'compression-level': 5 } } }), '/t', '/o', 1)).toEqual(expect.arrayContaining(['-Xcompression-level', '5']));
     for (const compression of ['xz', 'lz4', 'lzo'] as const) {
       const args = mksquashfsArgs(m({ outputs: { squashfs: { compression, level: 5 } } }), '/t', '/o', 1);
       expect(args).toEqual(expect.arrayContaining(['-comp', compression]));
       expect(args, compression).not.toContain('-Xcompression-level');
     }
-    expect(mksquashfsArgs(m({ outputs: { squashfs: { compression: 'gzip', level: 6 } } }), '/t', '/o', 1)).toEqual(expect.arrayContaining(['-Xcompression-level', '6']));
+    expect(mksquashfsArgs(m({ outputs: { squashfs: { compression: 'gzip' } } }), '/t', '/o', 1)).not.toContain('-Xcompression-level');
+    expect(mksquashfsArgs(m({ outputs: { squashfs: { compression: 'gzip', 'compression-level': 6 } } }), '/t', '/o', 1)).toEqual(expect.arrayContaining(['-Xcompression-level', '6']));
   });
 
-  it('tar: sorted names, numeric owners, one mtime, no atime/ctime, the whole tree', () => {
-    const args = tarArgs('/tree', '/out/.rootfs.tar', 1_700_000_000);
-    expect(args).toEqual(expect.arrayContaining(['--create', '--file=/out/.rootfs.tar', '--directory=/tree', '--sort=name', '--numeric-owner', '--mtime=@1700000000', '--format=posix']));
+  it('tar: sorted names, numeric owners, one mtime, no atime/ctime, the whole tree, to stdout', () => {
+    const args = tarArgs('/tree', '-', 1_700_000_000);
+    expect(args).toEqual(expect.arrayContaining(['--create', '--file=-', '--directory=/tree', '--sort=name', '--numeric-owner', '--mtime=@1700000000', '--format=posix']));
     expect(args.find((a) => a.startsWith('--pax-option='))).toMatch(/delete=atime,delete=ctime/);
     expect(args.at(-1)).toBe('.');
   });
 
-  it('tarball names and compressors: gzip -n gives the Digital Rebar .tgz, xz single-threaded', () => {
+  it('tarball names and compressors (stdin to stdout): zstd 3 by default, gzip -n gives the Digital Rebar .tgz, xz single-threaded', () => {
     expect(tarballFile(m({}))).toBe('rootfs.tar.zst');
     expect(tarballFile(m({ outputs: { tarball: { compression: 'gzip' } } }))).toBe('rootfs.tgz');
     expect(tarballFile(m({ outputs: { tarball: { compression: 'xz' } } }))).toBe('rootfs.tar.xz');
     expect(tarballFile(m({ outputs: { tarball: { compression: 'none' } } }))).toBe('rootfs.tar');
-    expect(compressArgs('gzip', '/o/t')).toEqual(['gzip', ['-n', '-6', '-f', '/o/t']]);
-    expect(compressArgs('xz', '/o/t')[1]).toContain('-T1');
-    expect(compressArgs('zstd', '/o/t')).toEqual(['zstd', expect.arrayContaining(['--rm', '/o/t', '-o', '/o/t.zst'])]);
+    expect(compressArgs('zstd')).toEqual(['zstd', ['-q', '-T0', '-3', '-c']]);
+    expect(compressArgs('zstd', 19)).toEqual(['zstd', ['-q', '-T0', '-19', '-c']]);
+    expect(compressArgs('gzip')).toEqual(['gzip', ['-n', '-6', '-c']]);
+    expect(compressArgs('gzip', 9)).toEqual(['gzip', ['-n', '-9', '-c']]);
+    expect(compressArgs('xz', 2)).toEqual(['xz', ['-T1', '-2', '-c']]);
+  });
+
+  it('the tarball streams tar | zstd into a dot file renamed when complete; a failing zstd is named, not tar', async () => {
+    const pipes: [string, readonly string[], string, readonly string[], string][] = [];
+    const prev = setPipeRunner(async ([c1, a1], [c2, a2], opts) => {
+      pipes.push([c1, a1, c2, a2, opts.stdoutFile]);
+      fs.writeFileSync(opts.stdoutFile, 'zstd bytes');
+      return [{ exitCode: 0, stderr: '' }, { exitCode: 0, stderr: '' }];
+    });
+    try {
+      const outDir = path.join(tmp, 'out');
+      fs.mkdirSync(outDir);
+      const manifest = m({ outputs: { tarball: { 'compression-level': 7 } } });
+      const ctx = { name: 'img', manifest, version: '1', commit: 'c'.repeat(64), ref: 'img/x86_64/stable', repo: '/repo', epoch: 1, tree: '/tree', outDir, signal: new AbortController().signal, done: new Map() };
+      const [art] = await tarball.write(ctx);
+      expect(pipes).toEqual([['tar', tarArgs('/tree', '-', 1), 'zstd', ['-q', '-T0', '-7', '-c'], path.join(outDir, '.rootfs.tar.zst.partial')]]);
+      expect(art).toMatchObject({ type: 'tarball', file: 'rootfs.tar.zst', size: 10 });
+      expect(fs.readdirSync(outDir)).toEqual(['rootfs.tar.zst']);
+
+      // tar only sees a broken pipe when zstd dies: the error names zstd, its exit code and its stderr.
+      setPipeRunner(async () => [{ exitCode: 2, stderr: 'tar: -: Cannot write: Broken pipe\n' }, { exitCode: 1, stderr: 'zstd: error 70 : Write error : No space left on device\n' }]);
+      await expect(tarball.write(ctx)).rejects.toThrow(/^zstd failed with exit code 1: tar .* \| zstd -q -T0 -7 -c > .*\.rootfs\.tar\.zst\.partial\n\s+zstd: error 70 : Write error : No space left on device$/);
+      // tar failing on its own is tar's error.
+      setPipeRunner(async () => [{ exitCode: 2, stderr: 'tar: ./x: Cannot open: Permission denied\n' }, { exitCode: 0, stderr: '' }]);
+      await expect(tarball.write(ctx)).rejects.toThrow(/^tar failed with exit code 2: .*\n\s+tar: \.\/x: Cannot open: Permission denied$/);
+    } finally {
+      setPipeRunner(prev);
+    }
   });
 });
 
@@ -411,13 +456,32 @@ describe('planning: steps, build order, outputs', () => {
       units: { mask: ['a.timer'] },
       postprocess: ['true'],
     });
-    expect(planSteps(full).map((s) => s.name)).toEqual(['base (image)', 'packages', 'remove-files', 'overlays', 'files', 'users and groups', 'units', 'postprocess', 'finalize']);
-    expect(planSteps(m({})).map((s) => s.name)).toEqual(['base (tree)', 'finalize']);
-    expect(planSteps(m({ base: { source: 'debian' }, packages: ['x'] })).map((s) => s.name)).toEqual(['base (debian)', 'finalize']);
+    expect(planSteps(full).map((s) => s.name)).toEqual(['base (image)', 'packages', 'remove-files', 'overlays', 'files', 'users and groups', 'units', 'postprocess', 'initramfs', 'finalize']);
+    // initramfs is planned unless the manifest says `initramfs: false`; it does nothing in an image without a kernel and dracut.
+    expect(planSteps(m({})).map((s) => s.name)).toEqual(['base (tree)', 'initramfs', 'finalize']);
+    expect(planSteps(m({ initramfs: false })).map((s) => s.name)).toEqual(['base (tree)', 'finalize']);
+    expect(planSteps(m({ base: { source: 'debian' }, packages: ['x'] })).map((s) => s.name)).toEqual(['base (debian)', 'initramfs', 'finalize']);
+  });
+
+  it('disk output: size from the sysroot or the manifest, kernel args, a UUID and label id from the commit', () => {
+    const G = 1024 ** 3;
+    const M = 1024 ** 2;
+    expect(diskSize(m({ outputs: { disk: {} } }), 200 * M)).toBe(2 * G);
+    expect(diskSize(m({ outputs: { disk: {} } }), 900 * M)).toBe(3 * G); // 2 x 900 MiB + 1 GiB = 2824 MiB -> 3 GiB
+    expect(diskSize(m({ outputs: { disk: { size: '6G' } } }), 900 * M)).toBe(6 * G);
+    expect(() => diskSize(m({ outputs: { disk: { size: '512M' } } }), 900 * M)).toThrow(/outputs.disk.size 512M is too small .* 900 MiB/);
+    expect(() => parseSize('4T')).toThrow(/"4T" is not a size/);
+    const c = 'ab'.repeat(32);
+    const uuid = fsUuidFor(c);
+    expect(uuid).toMatch(/^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/);
+    expect(fsUuidFor(c)).toBe(uuid);
+    expect(fsUuidFor('cd'.repeat(32))).not.toBe(uuid);
+    expect(diskKernelArgs(m({ 'kernel-args': ['console=ttyS0'], outputs: { disk: { 'kernel-args': ['quiet'] } } }), uuid)).toEqual([`root=UUID=${uuid}`, 'rw', 'console=ttyS0', 'quiet']);
+    expect(partitionTable(c)).toBe('label: dos\nlabel-id: 0xabababab\nunit: sectors\n\nstart=2048, type=83, bootable\n');
   });
 
   it('planOutputs: diskless pulls in squashfs and comes after it; ostree is not an artifact', () => {
-    const reg = outputRegistry('http://example.org');
+    const reg = outputRegistry({ publicUrl: 'http://example.org', remote: 'treecast' });
     expect(planOutputs(m({ outputs: { ostree: {}, diskless: {} } }), reg).map((o) => o.name)).toEqual(['squashfs', 'diskless']);
     expect(planOutputs(m({ outputs: { diskless: {}, tarball: {}, squashfs: {} } }), reg).map((o) => o.name)).toEqual(['squashfs', 'diskless', 'tarball']);
     expect(planOutputs(m({ outputs: { ostree: {} } }), reg)).toEqual([]);
@@ -461,21 +525,25 @@ describe('steps with the exec wrapper stubbed', () => {
     );
     expect(err).toBeInstanceOf(UserError);
     expect((err as Error).message).toBe('postprocess[1] failed with exit code 3:\n    boom: config missing');
-    expect(calls).toHaveLength(2);
-    const args = calls[0]!.args;
-    expect(calls[0]!.cmd).toBe('bwrap');
-    expect(args.slice(0, 3)).toEqual(['--bind', ctx.root, '/']);
+    // The scripts run on an overlay over the root (steps/layer.ts), mounted and unmounted around them.
+    expect(calls.map((c) => c.cmd)).toEqual(['mount', 'bwrap', 'bwrap', 'umount']);
+    const bw = calls.filter((c) => c.cmd === 'bwrap');
+    const args = bw[0]!.args;
+    expect(args[0]).toBe('--bind');
+    expect(args[1]).toMatch(/layer-postprocess\/merged$/);
+    expect(args[2]).toBe('/');
+    expect(calls[0]!.args.join(' ')).toContain(`lowerdir=${ctx.root},`);
     expect(args).toContain('--unshare-net');
     expect(args).toContain('--die-with-parent');
     expect(args).not.toContain('/etc/resolv.conf');
     expect(args.slice(-3)).toEqual(['/bin/sh', '-ec', 'echo ok > /etc/x']);
-    expect(calls[0]!.opts.signal).toBe(ctx.signal);
+    expect(bw[0]!.opts.signal).toBe(ctx.signal);
     expect(sandboxArgs('/r', { network: true })).toEqual(expect.arrayContaining(['--ro-bind', '/etc/resolv.conf', '/etc/resolv.conf']));
     expect(sandboxArgs('/r', { network: true })).not.toContain('--unshare-net');
   });
 
   it('postprocess: a failure shows what the script printed on stdout as well as on stderr', async () => {
-    stubRunner(() => ({ exitCode: 1, stdout: 'checking /etc/app.conf\nmissing key\n', stderr: '' }));
+    stubRunner((c) => (c.cmd === 'bwrap' ? { exitCode: 1, stdout: 'checking /etc/app.conf\nmissing key\n', stderr: '' } : {}));
     const ctx = ctxFor(m({ postprocess: ['grep -q key /etc/app.conf || { echo missing key; exit 1; }'] }));
     fs.mkdirSync(path.join(ctx.root, 'bin'));
     fs.writeFileSync(path.join(ctx.root, 'bin/sh'), '');
@@ -487,5 +555,27 @@ describe('steps with the exec wrapper stubbed', () => {
     const ctx = ctxFor(m({ postprocess: ['true'] }));
     await expect(postprocess.run(ctx)).rejects.toThrow(/postprocess needs \/bin\/sh in the image/);
     expect(calls).toEqual([]);
+  });
+});
+
+describe('initramfs cache key', () => {
+  it('ignores the IMAGE_ID/IMAGE_VERSION stamp in os-release (a derived image keeps its base initramfs), not the rest of it', async () => {
+    const { initramfsKey } = await import('../compiler/steps/initramfs.js');
+    const { stampOsRelease } = await import('../compiler/steps/finalize.js');
+    const root = fs.mkdtempSync(path.join(os.tmpdir(), 'treecast-ikey-'));
+    try {
+      fs.mkdirSync(path.join(root, 'usr/lib'), { recursive: true });
+      fs.writeFileSync(path.join(root, 'usr/lib/os-release'), 'ID=debian\nVERSION_ID="12"\n', { mode: 0o644 });
+      const before = initramfsKey(root, '6.1.0-test', ['--no-hostonly']);
+      stampOsRelease(root, 'edge-host', '2026.11.3');
+      expect(fs.readFileSync(path.join(root, 'usr/lib/os-release'), 'utf8')).toBe('ID=debian\nVERSION_ID="12"\nIMAGE_ID=edge-host\nIMAGE_VERSION=2026.11.3\n');
+      expect(initramfsKey(root, '6.1.0-test', ['--no-hostonly'])).toBe(before);
+      stampOsRelease(root, 'edge-host', '2026.11.4');
+      expect(initramfsKey(root, '6.1.0-test', ['--no-hostonly'])).toBe(before);
+      fs.writeFileSync(path.join(root, 'usr/lib/os-release'), 'ID=debian\nVERSION_ID="13"\n');
+      expect(initramfsKey(root, '6.1.0-test', ['--no-hostonly'])).not.toBe(before);
+    } finally {
+      fs.rmSync(root, { recursive: true, force: true });
+    }
   });
 });

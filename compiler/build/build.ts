@@ -2,23 +2,25 @@
  * The build orchestrator: a flat list of named steps per image, each timed
  * and each failure rethrown with the step and image it happened in.
  */
-import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, statSync } from 'node:fs';
+import { chmodSync, existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import path from 'node:path';
 import { UserError, withContext } from '../diagnostics.js';
-import { requirePrograms } from '../exec.js';
+import { requirePrograms, run } from '../exec.js';
 import { gitDescribe, gitHeadTime } from '../git.js';
 import { defaultRef } from '../images.js';
 import { info } from '../log.js';
+import { progressScope } from '../progress.js';
 import { withLock } from '../lock.js';
 import type { ValidManifest } from '../manifest/validate.js';
 import type { Repo } from '../repo.js';
 import { commitTree } from '../steps/commit.js';
 import type { BuildContext } from '../steps/step.js';
 import { canonicalJson, computeInputHash, sha256 } from './input-hash.js';
-import { commitMetadata, ensureRepo, refVersions, revParse } from './ostree.js';
+import { commitMetadata, ensureRepoMode, refVersions, revParse } from './ostree.js';
+import { previousImage, rememberPreviousImage } from './account-ids.js';
 import { emitImage } from './emit.js';
 import { buildOrder, defaultVersionPrefix, planSteps } from './plan.js';
-import { localTip, openPublishedHistory, planHistory, type PublishedHistory } from './remote-history.js';
+import { commitComplete, localTip, openPublishedHistory, planHistory, type PublishedHistory } from './remote-history.js';
 
 export interface StepTiming {
   name: string;
@@ -79,6 +81,25 @@ export const buildLockPath = (repo: Repo) => path.join(repo.cacheDir, 'build.loc
 
 export const localRepoPath = (repo: Repo) => path.join(repo.cacheDir, 'repo');
 
+/**
+ * The build repository is `bare` (treecast runs as root): its objects are
+ * files with their real owner, mode and setuid bits, so a plain `ostree
+ * checkout` hardlinks them into an exact image root in well under a second
+ * instead of copying every byte. A `bare-user` cache of an older treecast is
+ * converted once (docs/layers.md).
+ */
+export const LOCAL_REPO_MODE = 'bare' as const;
+
+/**
+ * How image roots are populated. `hardlinks` (the default) is the layered path
+ * of docs/layers.md; `copy` is the old full byte copy with a full commit, kept
+ * ONLY so test/layered-commit.test.ts can prove both give the same commit
+ * checksum (TREECAST_CHECKOUT=copy). Not a user setting.
+ */
+export function checkoutMode(): 'hardlinks' | 'copy' {
+  return process.env.TREECAST_CHECKOUT === 'copy' ? 'copy' : 'hardlinks';
+}
+
 /** SOURCE_DATE_EPOCH: the environment, then treecast.yaml, then the git HEAD commit time, then now. */
 export async function sourceDateEpoch(repo: Repo): Promise<number> {
   const env = process.env.SOURCE_DATE_EPOCH;
@@ -92,6 +113,12 @@ export async function buildImages(repo: Repo, all: ValidManifest[], selected: Va
   return withLock(buildLockPath(repo), `build lock of ${repo.cacheDir}`, () => buildImagesLocked(repo, all, selected, opts), { wait: opts.wait ?? true, timeoutMs: opts.lockTimeoutMs });
 }
 
+/** Names in <cache>/out/<name>/ that a killed build leaves: staging and moved-aside version dirs (gc lists them too). */
+export const OUT_LEFTOVER = /^\.staging-|^\..*\.old-\d+-\d+$/;
+
+/** A directory itself, not a symlink to one: cleanup must never be led outside the cache. */
+export const isRealDir = (p: string) => lstatSync(p, { throwIfNoEntry: false })?.isDirectory() === true;
+
 /**
  * What a killed build leaves: image roots and checkouts in <cache>/tmp,
  * staging and moved-aside version dirs in <cache>/out/<name>/. Only called
@@ -104,23 +131,41 @@ export function removeBuildLeftovers(repo: Repo): string[] {
     removed.push(p);
   };
   const tmp = path.join(repo.cacheDir, 'tmp');
-  for (const e of existsSync(tmp) ? readdirSync(tmp) : []) drop(path.join(tmp, e));
+  // A symlinked tmp/ or out/<name> (planted, or a stale layout) is never followed.
+  for (const e of isRealDir(tmp) ? readdirSync(tmp) : []) drop(path.join(tmp, e));
   const out = path.join(repo.cacheDir, 'out');
-  for (const name of existsSync(out) ? readdirSync(out) : []) {
+  for (const name of isRealDir(out) ? readdirSync(out) : []) {
     const dir = path.join(out, name);
-    if (!statSync(dir).isDirectory()) continue;
-    for (const e of readdirSync(dir)) if (/^\.staging-|^\..*\.old-\d+-\d+$/.test(e)) drop(path.join(dir, e));
+    if (!isRealDir(dir)) continue;
+    for (const e of readdirSync(dir)) if (OUT_LEFTOVER.test(e)) drop(path.join(dir, e));
   }
   if (removed.length) info(`removed ${removed.length} leftovers of an interrupted build (${removed.map((p) => path.relative(repo.cacheDir, p)).join(', ')})`);
   return removed;
+}
+
+/**
+ * A killed build can leave the overlay of a sandboxed step mounted under
+ * <cache>/tmp (compiler/steps/layer.ts); removing the tree under a mount
+ * would fail, so those go first. Deepest first: nothing is mounted on top.
+ */
+async function unmountLeftovers(repo: Repo): Promise<void> {
+  // tmp: step overlays; out: the disk output's loop mount inside a staging dir (outputs/disk.ts).
+  const under = ['tmp', 'out'].map((d) => path.join(repo.cacheDir, d) + '/');
+  const mounts = readFileSync('/proc/self/mountinfo', 'utf8')
+    .split('\n')
+    .map((l) => l.split(' ')[4]?.replace(/\\040/g, ' '))
+    .filter((m): m is string => Boolean(m && under.some((u) => m.startsWith(u))))
+    .sort((a, b) => b.length - a.length);
+  for (const m of mounts) await run('umount', ['-l', m]);
 }
 
 async function buildImagesLocked(repo: Repo, all: ValidManifest[], selected: ValidManifest[], opts: BuildOptions): Promise<ImageBuildResult[]> {
   const signal = opts.signal ?? new AbortController().signal;
   const localRepo = localRepoPath(repo);
   mkdirSync(repo.cacheDir, { recursive: true });
+  await unmountLeftovers(repo);
   removeBuildLeftovers(repo);
-  await ensureRepo(localRepo, 'bare-user');
+  await ensureRepoMode(localRepo, LOCAL_REPO_MODE);
   const epoch = await sourceDateEpoch(repo);
   const gitCommit = await gitDescribe(repo.root);
   const order = buildOrder(all, selected);
@@ -222,10 +267,16 @@ async function buildOne(repo: Repo, all: ValidManifest[], image: ValidManifest, 
     epoch: s.epoch,
     signal: s.signal,
     refreshBase: s.force,
+    checkout: checkoutMode(),
     packages: [],
+    version: decision.version,
   };
   mkdirSync(ctx.root);
   chmodSync(ctx.root, 0o755);
+  // Account ids are compared with, and kept from, the commit this one continues (docs/accounts.md).
+  // A parent known only from the published tree (a CI job's empty cache): its /usr/etc is fetched, a few hundred KiB.
+  const parentRepo = decision.parent && s.history && !commitComplete(s.localRepo, decision.parent) ? await s.history.fetchEtc(decision.parent, s.signal) : s.localRepo;
+  rememberPreviousImage(ctx, await previousImage(parentRepo, decision.parent));
   const timings: StepTiming[] = [];
   info(`${m.name}: building ${ref}`);
   try {
@@ -234,7 +285,8 @@ async function buildOne(repo: Repo, all: ValidManifest[], image: ValidManifest, 
       const t0 = performance.now();
       let detail: string | void;
       try {
-        detail = await step.run(ctx);
+        // Status lines of the programs the step runs read "edge-host: base (debian) 40 s: ...".
+        detail = await progressScope(`${m.name}: ${step.name}`, () => step.run(ctx));
       } catch (err) {
         throw withContext(`step ${step.name}`, err);
       }
@@ -246,7 +298,7 @@ async function buildOne(repo: Repo, all: ValidManifest[], image: ValidManifest, 
     const version = decision.version;
     const t0 = performance.now();
     // The parent may be a published commit absent from the build repo: ostree records its id without needing it.
-    const commit = await commitTree(ctx, { version, parent: decision.parent, manifestSha256: sha256(canonicalJson(m)), inputHash, gitCommit: s.gitCommit });
+    const commit = await progressScope(`${m.name}: commit`, () => commitTree(ctx, { version, parent: decision.parent, manifestSha256: sha256(canonicalJson(m)), inputHash, gitCommit: s.gitCommit }));
     const seconds = (performance.now() - t0) / 1000;
     timings.push({ name: 'commit', seconds });
     info(`  ${'commit'.padEnd(18)} ${seconds.toFixed(1).padStart(6)}s  ${ref} ${version} ${commit.slice(0, 12)}`);

@@ -16,7 +16,9 @@ import { localRepoPath } from './build.js';
 import { commitMetadata, parseTupleArray } from './ostree.js';
 import { privateFiles as listPrivateFiles, privateFilesOfCommit, type PrivateFile } from './private-files.js';
 import { renameDurable, syncTree } from '../durable.js';
-import { isDirIn, isFileIn, lstatIn, readdirIn, removeInRoot, renameIn } from './rootfs.js';
+import { isDirIn, isFileIn, lstatIn, readdirIn, removeInRoot, renameIn, walkTree } from './rootfs.js';
+import { progressScope } from '../progress.js';
+import { publishOptions } from '../publish/publish.js';
 
 export interface ImageManifestJson {
   name: string;
@@ -68,7 +70,9 @@ export async function emitImage(repo: Repo, m: ImageManifest, built: ImageBuildR
   if (existing && existing.commit === built.commit) {
     return { dir: finalDir, manifest: existing, artifacts: existing.artifacts.map((a) => ({ ...a, path: path.join(finalDir, a.file) })), reused: true };
   }
-  const registry = outputRegistry(repo.publicUrl);
+  // A disk image's remote and the diskless URLs point where publish puts the image.
+  const publish = publishOptions(repo);
+  const registry = outputRegistry({ publicUrl: publish.url, remote: publish.remote, signing: publish.key });
   const outputs = planOutputs(m, registry);
   await requirePrograms(outputs.flatMap((o) => o.tools));
 
@@ -82,7 +86,11 @@ export async function emitImage(repo: Repo, m: ImageManifest, built: ImageBuildR
   const tree = path.join(checkoutParent, 'tree');
   try {
     if (outputs.length) {
-      await run('ostree', ['checkout', `--repo=${localRepo}`, built.commit, tree], { signal });
+      // --force-copy: from the bare build repository ostree would hardlink every
+      // file to its object, and files with the same content to each other; tar
+      // and mksquashfs would store those as hard links, with link counts that
+      // depend on what else the cache holds: not the commit's tree, not reproducible.
+      await run('ostree', ['checkout', '--force-copy', `--repo=${localRepo}`, built.commit, tree], { signal, progress: { label: `${m.name}: checkout` } });
       // What `ostree admin deploy` shows a booted host: /usr/etc becomes /etc.
       // The checkout is image content: its paths are resolved inside it (rootfs.ts).
       if (lstatIn(tree, '/usr/etc')?.isDirectory()) {
@@ -91,25 +99,11 @@ export async function emitImage(repo: Repo, m: ImageManifest, built: ImageBuildR
       }
     }
     const kernel = outputs.length ? findKernel(tree) : undefined;
-    const done = new Map<string, Artifact[]>();
-    // Outputs without dependencies run in parallel; dependants after them.
-    const pending = [...outputs];
-    while (pending.length) {
-      const ready = pending.filter((o) => (o.after ?? []).every((d) => done.has(d)));
-      for (const o of ready) pending.splice(pending.indexOf(o), 1);
-      await Promise.all(
-        ready.map(async (o) => {
-          if (o.needsKernel && !kernel) throw new UserError(`output ${o.name} of image ${m.name} needs a kernel and an initramfs in /usr/lib/modules/<version>/, and the image has none (add linux-image-amd64 and dracut to packages)`);
-          const t0 = performance.now();
-          try {
-            done.set(o.name, await o.write({ name: m.name, manifest: m, version: built.version, commit: built.commit, epoch, tree, outDir: staging, kernel, signal, done }));
-          } catch (err) {
-            throw withContext(`writing output ${o.name} of image ${m.name}`, err);
-          }
-          info(`  output ${o.name.padEnd(11)} ${((performance.now() - t0) / 1000).toFixed(1).padStart(6)}s  ${done.get(o.name)!.map((a) => `${a.file} ${humanSize(a.size)}`).join(', ')}`);
-        }),
-      );
-    }
+    const bytes = outputs.length ? treeBytes(tree) : 0;
+    const done = await writeOutputs(outputs, m, signal, (o, outputSignal, written) => {
+      if (o.needsKernel && !kernel) throw new UserError(`output ${o.name} of image ${m.name} needs a kernel and an initramfs in /usr/lib/modules/<version>/, and the image has none (add linux-image-amd64 and dracut to packages)`);
+      return o.write({ name: m.name, manifest: m, version: built.version, commit: built.commit, ref: built.ref, repo: localRepo, epoch, tree, treeBytes: bytes, outDir: staging, kernel, signal: outputSignal, done: written });
+    });
     const artifacts = [...done.values()].flat().sort((a, b) => (a.file < b.file ? -1 : 1));
     // The artifacts are written from the checkout, so its walk is what they hold; without one, the commit (public in repo/) is listed (private-files.ts).
     const privateFiles = outputs.length ? listPrivateFiles(tree) : await privateFilesOfCommit(localRepo, built.commit, signal);
@@ -137,6 +131,63 @@ export async function emitImage(repo: Repo, m: ImageManifest, built: ImageBuildR
     rmSync(checkoutParent, { recursive: true, force: true });
     rmSync(staging, { recursive: true, force: true });
   }
+}
+
+/**
+ * Write the outputs of one image in parallel, each as soon as the outputs it
+ * depends on are done. The first failure aborts the others, and this returns
+ * only when every one has settled (its programs have exited): the caller
+ * removes the checkout they read right after, and a sibling must never see
+ * its input deleted under it. The first failure is rethrown, naming its output.
+ */
+export async function writeOutputs(
+  outputs: Output[],
+  m: ImageManifest,
+  signal: AbortSignal,
+  write: (o: Output, signal: AbortSignal, done: Map<string, Artifact[]>) => Promise<Artifact[]>,
+): Promise<Map<string, Artifact[]>> {
+  const done = new Map<string, Artifact[]>();
+  const controller = new AbortController();
+  const forward = () => controller.abort(signal.reason);
+  if (signal.aborted) forward();
+  signal.addEventListener('abort', forward, { once: true });
+  let first: { error: unknown } | undefined;
+  const tasks = new Map<string, Promise<void>>();
+  // `outputs` lists dependencies before dependants (planOutputs).
+  for (const o of outputs) {
+    const deps = (o.after ?? []).map((d) => tasks.get(d)).filter((t) => t !== undefined);
+    const task = (async () => {
+      await Promise.all(deps);
+      if (controller.signal.aborted) throw new UserError(`output ${o.name} of image ${m.name} was not written: another output failed`);
+      const t0 = performance.now();
+      try {
+        done.set(o.name, await progressScope(`${m.name}: ${o.name}`, () => write(o, controller.signal, done)));
+      } catch (err) {
+        throw withContext(`writing output ${o.name} of image ${m.name}`, err);
+      }
+      info(`  output ${o.name.padEnd(11)} ${((performance.now() - t0) / 1000).toFixed(1).padStart(6)}s  ${done.get(o.name)!.map((a) => `${a.file} ${humanSize(a.size)}`).join(', ')}`);
+    })();
+    task.catch((error: unknown) => {
+      // The first failure is the cause; the siblings it aborts fail with "interrupted".
+      first ??= { error };
+      controller.abort();
+    });
+    tasks.set(o.name, task);
+  }
+  try {
+    await Promise.allSettled(tasks.values());
+  } finally {
+    signal.removeEventListener('abort', forward);
+  }
+  if (first) throw first.error;
+  return done;
+}
+
+/** Bytes of the regular files in a checkout (for "read 120 MiB (55%)" in a status line). */
+function treeBytes(tree: string): number {
+  let n = 0;
+  for (const [, st] of walkTree(tree)) if (st.isFile()) n += st.size;
+  return n;
 }
 
 export function readManifestJson(dir: string): ImageManifestJson | undefined {

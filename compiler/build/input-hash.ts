@@ -13,7 +13,8 @@ import type { ImageManifest } from '../manifest/types.js';
 import { walkTree } from './rootfs.js';
 
 /** Bump when a step's behaviour changes so old results are not reused. */
-export const BUILDER_VERSION = 'treecast-build-1';
+// 2: layered roots (bare repo, hardlink checkouts) and the initramfs step; the Debian base no longer carries an initramfs.
+export const BUILDER_VERSION = 'treecast-build-2';
 
 export function canonicalJson(v: unknown): string {
   if (Array.isArray(v)) return `[${v.map(canonicalJson).join(',')}]`;

@@ -1,11 +1,46 @@
 /** The ostree CLI operations treecast needs, all through the exec wrapper. */
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync, renameSync, rmSync } from 'node:fs';
 import path from 'node:path';
+import { info } from '../log.js';
 import { run } from '../exec.js';
 
 export async function ensureRepo(repoPath: string, mode: 'bare-user' | 'archive' | 'bare'): Promise<void> {
   if (existsSync(path.join(repoPath, 'config'))) return;
   await run('ostree', ['init', `--repo=${repoPath}`, `--mode=${mode}`]);
+}
+
+/** The mode a repository was made with (`[core] mode=` of its config), or undefined when there is none. */
+export function repoMode(repoPath: string): string | undefined {
+  const config = path.join(repoPath, 'config');
+  if (!existsSync(config)) return undefined;
+  return /^mode=(\S+)/m.exec(readFileSync(config, 'utf8'))?.[1];
+}
+
+/**
+ * Make `repoPath` a repository of `mode`, carrying over every ref with its
+ * whole history when it exists with another mode (a cache made by an older
+ * treecast). The new repository is filled beside the old one and swapped in
+ * by two renames; a migration killed half way leaves `<repo>.migrating`,
+ * which the next run throws away and starts again.
+ */
+export async function ensureRepoMode(repoPath: string, mode: 'bare' | 'bare-user'): Promise<void> {
+  const next = `${repoPath}.migrating`;
+  const old = `${repoPath}.old`;
+  rmSync(next, { recursive: true, force: true });
+  // Killed between the two renames: the old repository is still complete.
+  if (!existsSync(repoPath) && existsSync(path.join(old, 'config'))) renameSync(old, repoPath);
+  rmSync(old, { recursive: true, force: true });
+  const current = repoMode(repoPath);
+  if (current === undefined) return ensureRepo(repoPath, mode);
+  if (current === mode) return;
+  const t0 = performance.now();
+  await run('ostree', ['init', `--repo=${next}`, `--mode=${mode}`]);
+  const refs = (await run('ostree', ['refs', `--repo=${repoPath}`])).stdout.split('\n').filter((r) => r && !r.includes(':'));
+  if (refs.length) await run('ostree', ['pull-local', `--repo=${next}`, '--depth=-1', repoPath, ...refs]);
+  renameSync(repoPath, old);
+  renameSync(next, repoPath);
+  rmSync(old, { recursive: true, force: true });
+  info(`converted the build repository ${repoPath} from ${current} to ${mode} (${refs.length} refs, ${((performance.now() - t0) / 1000).toFixed(1)}s, once)`);
 }
 
 /** Commit checksum of a ref, or undefined when the ref does not exist. */

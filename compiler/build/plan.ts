@@ -1,7 +1,7 @@
 /**
  * Pure planning: which steps an image needs, in the fixed documented order
  * base -> packages -> remove-files -> overlays -> files -> users and groups
- * -> units -> postprocess -> finalize; and in which order images build
+ * -> units -> postprocess -> initramfs -> finalize; and in which order images build
  * (a base image before the images derived from it).
  */
 import type { ImageManifest } from '../manifest/types.js';
@@ -11,6 +11,7 @@ import { baseImage } from '../steps/base-image.js';
 import { baseTree } from '../steps/base-tree.js';
 import { files } from '../steps/files.js';
 import { finalize } from '../steps/finalize.js';
+import { initramfs } from '../steps/initramfs.js';
 import { overlays } from '../steps/overlays.js';
 import { packagesOnImage } from '../steps/packages.js';
 import { postprocess } from '../steps/postprocess.js';
@@ -19,7 +20,7 @@ import type { Step } from '../steps/step.js';
 import { units } from '../steps/units.js';
 import { users } from '../steps/users.js';
 
-export const STEP_ORDER: Step[] = [baseDebian, baseTree, baseImage, packagesOnImage, removeFiles, overlays, files, users, units, postprocess, finalize];
+export const STEP_ORDER: Step[] = [baseDebian, baseTree, baseImage, packagesOnImage, removeFiles, overlays, files, users, units, postprocess, initramfs, finalize];
 
 export function planSteps(m: ImageManifest): Step[] {
   return STEP_ORDER.filter((s) => s.applies(m));

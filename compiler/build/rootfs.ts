@@ -218,12 +218,85 @@ export function chmodIn(root: string, imgPath: string, mode: number): void {
   const host = resolveInRoot(root, imgPath, true);
   const st = lstatSync(host, { throwIfNoEntry: false });
   if (!st || st.isSymbolicLink()) throw new UserError(`${imgPath} does not exist in the image (or is a dangling symlink)`);
+  unshare(host, st);
   chmodSync(host, mode);
 }
 
 /** chown an entry; a final symlink gets its own owner (lchown), never its target's. */
 export function lchownIn(root: string, imgPath: string, uid: number, gid: number): void {
-  lchownSync(resolveInRoot(root, imgPath), uid, gid);
+  const host = resolveInRoot(root, imgPath);
+  const st = lstatSync(host, { throwIfNoEntry: false });
+  if (st) unshare(host, st);
+  lchownSync(host, uid, gid);
+}
+
+/**
+ * A regular file with more than one link may be an object of the bare build
+ * repository (a hardlink checkout, docs/layers.md): its mode and owner are
+ * part of that object's checksum, so a chmod or chown through it would
+ * corrupt the cache. Replace it by a private copy first.
+ */
+function unshare(host: string, st: Stats): void {
+  if (!st.isFile() || st.nlink < 2) return;
+  const tmp = `${host}.treecast-unshare`;
+  copyFileSync(host, tmp, constants.COPYFILE_EXCL);
+  lchownSync(tmp, st.uid, st.gid);
+  chmodSync(tmp, st.mode & 0o7777); // after chown, which clears setuid bits
+  renameSync(tmp, host);
+}
+
+/** Remove a whole image root, the root directory itself included (a base step starts it again). */
+export function removeRootDir(root: string): void {
+  rmSync(root, { recursive: true, force: true });
+}
+
+/**
+ * Fold the upper directory of an overlay mounted over `root` back into
+ * `root` (compiler/steps/layer.ts), after the overlay is unmounted.
+ * `mergedNames(dir)` is the listing the overlay showed for an image dir
+ * that has an upper copy, taken while it was mounted: whatever `root` has
+ * there beyond it was deleted through the overlay (a whiteout, or an opaque
+ * directory that hides its lower half). Entries of the upper dir then move
+ * into `root` by rename, replacing what was there: never a write through a
+ * file of `root`, whose files may be hardlinks into the repository.
+ * Whiteouts themselves (0/0 character devices) are not carried over.
+ * Returns the number of entries changed.
+ */
+export function applyUpperIn(root: string, upper: string, mergedNames: Map<string, Set<string>>): number {
+  let n = 0;
+  const walk = (rel: string) => {
+    const upperDir = path.join(upper, rel);
+    const rootDir = path.join(root, rel);
+    const merged = mergedNames.get(rel);
+    if (merged) {
+      for (const name of readdirSync(rootDir)) {
+        if (!merged.has(name)) {
+          rmSync(path.join(rootDir, name), { recursive: true, force: true });
+          n++;
+        }
+      }
+    }
+    for (const name of readdirSync(upperDir).sort()) {
+      const u = path.join(upperDir, name);
+      const r = path.join(rootDir, name);
+      const st = lstatSync(u);
+      if (st.isCharacterDevice() && st.rdev === 0) continue; // whiteout
+      const existing = lstatSync(r, { throwIfNoEntry: false });
+      if (st.isDirectory()) {
+        if (existing && !existing.isDirectory()) rmSync(r, { force: true });
+        if (!existing?.isDirectory()) mkdirSync(r);
+        lchownSync(r, st.uid, st.gid);
+        chmodSync(r, st.mode & 0o7777);
+        walk(path.join(rel, name));
+      } else {
+        if (existing?.isDirectory()) rmSync(r, { recursive: true, force: true });
+        renameSync(u, r);
+      }
+      n++;
+    }
+  };
+  walk('');
+  return n;
 }
 
 /** rename inside the image: neither end's final component is followed. */
@@ -347,4 +420,24 @@ export function removeSpecialFilesIn(root: string): number {
     }
   }
   return n;
+}
+
+/**
+ * For every directory of an overlay's upper dir: the names the mounted
+ * overlay shows there (applyUpperIn's deletions). Whiteouts hide nothing in
+ * a directory that has no upper copy, so only those are listed.
+ */
+export function mergedListings(upper: string, merged: string): Map<string, Set<string>> {
+  const out = new Map<string, Set<string>>();
+  const walk = (rel: string) => {
+    out.set(rel, new Set(readdirSync(path.join(merged, rel))));
+    for (const e of readdirSync(path.join(upper, rel), { withFileTypes: true })) if (e.isDirectory()) walk(path.join(rel, e.name));
+  };
+  walk('');
+  return out;
+}
+
+/** The target of a symlink at an image path (the link itself is not followed). */
+export function readlinkIn(root: string, imgPath: string): string {
+  return readlinkSync(resolveInRoot(root, imgPath));
 }

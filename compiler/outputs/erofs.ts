@@ -17,7 +17,9 @@ export const erofs: Output = {
     const comp = ctx.manifest.outputs?.erofs?.compression ?? 'lz4hc';
     const args = [`-T${ctx.epoch}`, `-U${uuidFromCommit(ctx.commit)}`, '--quiet'];
     if (comp !== 'none') args.push(`-z${comp}`);
-    await run('mkfs.erofs', [...args, out, ctx.tree], { signal: ctx.signal });
+    // With SOURCE_DATE_EPOCH in its environment mkfs.erofs clamps times instead of fixing them all to -T:
+    // other bytes for the same commit. The epoch is on the command line already.
+    await run('mkfs.erofs', [...args, out, ctx.tree], { env: { SOURCE_DATE_EPOCH: undefined }, signal: ctx.signal });
     return [await describeArtifact('erofs', out)];
   },
 };

@@ -4,9 +4,11 @@ import { squashfs } from './squashfs.js';
 import { tarball } from './tarball.js';
 import { erofs } from './erofs.js';
 import { disklessOutput } from './diskless.js';
+import { diskOutput, type DiskRemote } from './disk.js';
 
-export function outputRegistry(publicUrl: string): Map<string, Output> {
-  return new Map([squashfs, tarball, erofs, disklessOutput(publicUrl)].map((o) => [o.name, o]));
+/** `publish`: where hosts find the published tree (the diskless boot's URLs, a disk's remote). */
+export function outputRegistry(publish: DiskRemote): Map<string, Output> {
+  return new Map([squashfs, tarball, erofs, disklessOutput(publish.publicUrl), diskOutput(publish)].map((o) => [o.name, o]));
 }
 
 export type { Artifact, Output, OutputContext, KernelInfo } from './output.js';

@@ -28,9 +28,14 @@ export interface OutputContext {
   manifest: ImageManifest;
   version: string;
   commit: string;
+  /** The image's ref, and the build repository that holds the commit (the disk output deploys from it). */
+  ref: string;
+  repo: string;
   epoch: number;
   /** Deployed-layout checkout of the commit: read only, shared by all outputs. */
   tree: string;
+  /** Bytes of the regular files in `tree`: how far through it a program is, for its status line. */
+  treeBytes?: number;
   /** Staging directory that becomes the version directory once every output is written. */
   outDir: string;
   kernel?: KernelInfo;

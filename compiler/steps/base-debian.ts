@@ -1,8 +1,11 @@
 import { canonicalJson, sha256, BUILDER_VERSION } from '../build/input-hash.js';
 import { revParse } from '../build/ostree.js';
-import { removeSpecialFilesIn, rmdirIn } from '../build/rootfs.js';
+import { removeSpecialFilesIn, rmdirIn, removeRootDir } from '../build/rootfs.js';
+import { checkoutBase } from './layer.js';
 import { ensureDir } from '../build/host-files.js';
+import os from 'node:os';
 import path from 'node:path';
+import { withLock } from '../lock.js';
 import { run } from '../exec.js';
 import { unknownPackages } from './packages.js';
 import type { ImageManifest } from '../manifest/types.js';
@@ -43,6 +46,19 @@ export function debianBaseKey(m: ImageManifest): string {
   return sha256(canonicalJson({ builder: BUILDER_VERSION, base: m.base, packages: [...(m.packages ?? [])].sort() }));
 }
 
+/**
+ * Downloaded .debs, shared by every repository and cache dir of this user on
+ * the machine: a package is fetched once, not once per checkout or CI cache.
+ * $TREECAST_APT_CACHE, else $XDG_CACHE_HOME/treecast/apt-archives, else
+ * ~/.cache/treecast/apt-archives. apt checks each .deb against the archive's
+ * signed checksums before using it, so sharing it trusts nothing new.
+ */
+export function aptArchiveCache(env: NodeJS.ProcessEnv = process.env): string {
+  if (env.TREECAST_APT_CACHE) return path.resolve(env.TREECAST_APT_CACHE);
+  const base = env.XDG_CACHE_HOME && path.isAbsolute(env.XDG_CACHE_HOME) ? env.XDG_CACHE_HOME : path.join(env.HOME || os.homedir(), '.cache');
+  return path.join(base, 'treecast', 'apt-archives');
+}
+
 export const baseCacheRef = (key: string) => `treecast/cache/base/${key.slice(0, 32)}`;
 
 /** base.source: debian — a root filesystem from Debian packages; `packages` are installed in the same run. */
@@ -56,21 +72,31 @@ export const baseDebian: Step = {
     const cached = ctx.refreshBase ? undefined : await revParse(ctx.localRepo, cacheRef);
     if (cached) {
       rmdirIn(ctx.root);
-      // A copy, not hardlinks: later steps edit files in place.
-      await run('ostree', ['checkout', `--repo=${ctx.localRepo}`, '--force-copy', cached, ctx.root], { signal: ctx.signal });
+      await checkoutBase(ctx, cached);
       return `${summary} (cached base ${cached.slice(0, 12)})`;
     }
-    const aptCache = path.join(ctx.repo.cacheDir, 'apt-archives');
+    const aptCache = aptArchiveCache();
     ensureDir(aptCache);
-    await run('mmdebstrap', mmdebstrapArgs(ctx.manifest, ctx.root, aptCache), {
-      env: { SOURCE_DATE_EPOCH: String(ctx.epoch), LC_ALL: 'C.UTF-8' },
+    // One mmdebstrap per shared archive cache at a time: its sync-out writes .debs in place, and a concurrent sync-in could read half a file.
+    await withLock(`${aptCache}.lock`, `Debian package cache ${aptCache}`, () => run('mmdebstrap', mmdebstrapArgs(ctx.manifest, ctx.root, aptCache), {
+      // INITRD=No: Debian's /etc/kernel/postinst.d/dracut (run by the kernel's
+      // postinst and by dracut's trigger) then builds no initramfs here; the
+      // initramfs step builds it once, after the image's own dracut config is
+      // in place, and caches it by its inputs (initramfs.ts).
+      env: { SOURCE_DATE_EPOCH: String(ctx.epoch), LC_ALL: 'C.UTF-8', INITRD: 'No' },
       signal: ctx.signal,
-    }).catch((err) => {
+    })).catch((err) => {
       throw unknownPackages(ctx, err);
     });
     // ostree stores no device nodes; nothing later needs them (bwrap provides /dev).
     removeSpecialFilesIn(ctx.root);
-    await run('ostree', ['commit', `--repo=${ctx.localRepo}`, `--branch=${cacheRef}`, `--tree=dir=${ctx.root}`, `--timestamp=@${ctx.epoch}`, '--no-xattrs', '--no-bindings', `--subject=treecast base cache`], { signal: ctx.signal });
+    const commit = (await run('ostree', ['commit', `--repo=${ctx.localRepo}`, `--branch=${cacheRef}`, `--tree=dir=${ctx.root}`, `--timestamp=@${ctx.epoch}`, '--no-xattrs', '--no-bindings', `--subject=treecast base cache`], { signal: ctx.signal })).stdout.trim();
+    if (ctx.checkout !== 'copy') {
+      // From here on the root is the cached commit's hardlinks, exactly as on a
+      // rebuild: the image commit then re-reads only what later steps change.
+      removeRootDir(ctx.root);
+      await checkoutBase(ctx, commit);
+    }
     return summary;
   },
 };

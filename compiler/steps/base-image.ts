@@ -1,5 +1,5 @@
 import { UserError } from '../diagnostics.js';
-import { run } from '../exec.js';
+import { checkoutBase } from './layer.js';
 import { revParse } from '../build/ostree.js';
 import { isDirIn, lstatIn, readdirIn, removeInRoot, renameIn, rmdirIn } from '../build/rootfs.js';
 import { FACTORY_VAR } from './finalize.js';
@@ -20,8 +20,7 @@ export const baseImage: Step = {
     const rev = baseRef && (await revParse(ctx.localRepo, baseRef));
     if (!rev) throw new UserError(`base image "${baseName}" has not been built (build it first: treecast build ${baseName})`);
     rmdirIn(ctx.root);
-    // A copy, not hardlinks: later steps and postprocess scripts edit files in place.
-    await run('ostree', ['checkout', `--repo=${ctx.localRepo}`, '--force-copy', rev, ctx.root], { signal: ctx.signal });
+    await checkoutBase(ctx, rev);
     unfinalize(ctx.root);
     return `${baseName} at ${rev.slice(0, 12)}`;
   },

@@ -11,7 +11,7 @@ export interface CommitInfo {
 }
 
 /** `ostree commit` argv: pure, so tests can check it. The ref is only moved once the commit is complete. */
-export function commitArgs(ctx: Pick<BuildContext, 'localRepo' | 'ref' | 'root' | 'epoch' | 'manifest' | 'packages'>, info: CommitInfo): string[] {
+export function commitArgs(ctx: Pick<BuildContext, 'localRepo' | 'ref' | 'root' | 'epoch' | 'manifest' | 'packages' | 'kernels'>, info: CommitInfo): string[] {
   const meta: Record<string, string> = {
     version: info.version,
     'treecast.name': ctx.manifest.name,
@@ -37,6 +37,12 @@ export function commitArgs(ctx: Pick<BuildContext, 'localRepo' | 'ref' | 'root' 
     '--no-bindings',
     '--generate-sizes',
   ];
+  // ostree.bootable and ostree.linux (the kernel version), which ostree, bootc and their tooling read.
+  if (ctx.kernels?.length) args.push('--bootable');
+  // Not --link-checkout-speedup: with --no-xattrs ostree 2022.7 reads and
+  // hashes every file anyway (strace: 105,722 reads either way, 73 without
+  // --no-xattrs), so its scan of every loose object would only add time.
+  // docs/layers.md has the numbers and the way forward.
   for (const [k, v] of Object.entries(meta)) args.push(`--add-metadata-string=${k}=${v}`);
   args.push(`--add-metadata=treecast.packages=${tupleArrayVariant(ctx.packages.map((p) => [p.name, p.version, p.arch]), 3)}`);
   return args;

@@ -2,6 +2,7 @@ import { CommandError, run } from '../exec.js';
 import { UserError, type Diagnostic } from '../diagnostics.js';
 import { locate } from '../manifest/schema.js';
 import { hostProcEntries, sandboxArgs } from './sandbox.js';
+import { withLayer } from './layer.js';
 import type { BuildContext, Step } from './step.js';
 
 /**
@@ -18,9 +19,13 @@ export const packagesOnImage: Step = {
   async run(ctx) {
     const pkgs = ctx.manifest.packages!;
     const script = 'apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "$@" && apt-get clean && rm -rf /var/lib/apt/lists/*';
-    const args = sandboxArgs(ctx.root, { network: true, epoch: ctx.epoch, image: ctx.manifest.name, procPresent: hostProcEntries() }, ['/bin/sh', '-ec', script, 'sh', ...pkgs]);
-    await run('bwrap', args, { signal: ctx.signal, env: { PATH: process.env.PATH }, cleanEnv: true }).catch((err) => {
-      throw unknownPackages(ctx, err);
+    // On an overlay of the root: maintainer scripts write files in place, and the root's files may be hardlinks into the cache (layer.ts).
+    await withLayer(ctx, 'packages', async (root) => {
+      // INITRD=No: no initramfs from the kernel's postinst here; the initramfs step builds it once (initramfs.ts).
+      const args = sandboxArgs(root, { network: true, epoch: ctx.epoch, image: ctx.manifest.name, procPresent: hostProcEntries(), env: { INITRD: 'No' } }, ['/bin/sh', '-ec', script, 'sh', ...pkgs]);
+      await run('bwrap', args, { signal: ctx.signal, env: { PATH: process.env.PATH }, cleanEnv: true }).catch((err) => {
+        throw unknownPackages(ctx, err);
+      });
     });
     return `${pkgs.length} packages`;
   },

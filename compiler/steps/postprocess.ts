@@ -6,6 +6,7 @@ import { copyHostFile, hostPathExists, removeHostFile } from '../build/host-file
 import { locate } from '../manifest/schema.js';
 import { repoInputPath } from '../paths.js';
 import { hostProcEntries, sandboxArgs, type Bind } from './sandbox.js';
+import { withLayer } from './layer.js';
 import type { BuildContext, Step } from './step.js';
 
 /** postprocess-timeout when the manifest does not set it (schemas/image.schema.json says the same). */
@@ -26,23 +27,26 @@ export const postprocess: Step = {
       throw new UserError('postprocess needs /bin/sh in the image, and this image has none');
     }
     const procPresent = hostProcEntries();
-    const sandboxed = (command: string[], roBinds: Bind[] = []) =>
-      sandboxArgs(ctx.root, { network: false, epoch: ctx.epoch, image: ctx.manifest.name, roBinds, procPresent }, command);
     const scripts = ctx.manifest.postprocess ?? [];
-    for (const [i, snippet] of scripts.entries()) {
-      await runScript(ctx, `postprocess[${i}]`, ['postprocess', i], sandboxed(['/bin/sh', '-ec', snippet]));
-    }
     const file = ctx.manifest['postprocess-script'];
-    if (file) {
-      const src = repoInputPath(ctx.repo, file, 'file');
-      if (!src || !hostPathExists(src)) throw new UserError(`postprocess-script "${file}" no longer exists in the repository`);
-      const inImage = '/tmp/.treecast-postprocess';
-      // /tmp is a fresh tmpfs inside the sandbox: bind the script in from the host instead.
-      const staged = path.join(ctx.workDir, 'postprocess-script');
-      copyHostFile(src, staged, 0o755);
-      await runScript(ctx, `postprocess-script ${file}`, ['postprocess-script'], sandboxed([inImage], [{ src: staged, dest: inImage }]));
-      removeHostFile(staged);
-    }
+    // On an overlay of the root: `echo >> /etc/x` or `sed -i` must never reach a file hardlinked into the cache (layer.ts).
+    await withLayer(ctx, 'postprocess', async (root) => {
+      const sandboxed = (command: string[], roBinds: Bind[] = []) =>
+        sandboxArgs(root, { network: false, epoch: ctx.epoch, image: ctx.manifest.name, roBinds, procPresent }, command);
+      for (const [i, snippet] of scripts.entries()) {
+        await runScript(ctx, `postprocess[${i}]`, ['postprocess', i], sandboxed(['/bin/sh', '-ec', snippet]));
+      }
+      if (file) {
+        const src = repoInputPath(ctx.repo, file, 'file');
+        if (!src || !hostPathExists(src)) throw new UserError(`postprocess-script "${file}" no longer exists in the repository`);
+        const inImage = '/tmp/.treecast-postprocess';
+        // /tmp is a fresh tmpfs inside the sandbox: bind the script in from the host instead.
+        const staged = path.join(ctx.workDir, 'postprocess-script');
+        copyHostFile(src, staged, 0o755);
+        await runScript(ctx, `postprocess-script ${file}`, ['postprocess-script'], sandboxed([inImage], [{ src: staged, dest: inImage }]));
+        removeHostFile(staged);
+      }
+    });
     return `${scripts.length + (file ? 1 : 0)} scripts`;
   },
 };

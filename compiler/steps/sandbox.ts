@@ -109,6 +109,8 @@ export interface SandboxOptions {
   epoch?: number;
   /** TREECAST_IMAGE inside: the manifest name. */
   image?: string;
+  /** Further variables inside, set by treecast itself (INITRD=No for apt), never taken from the host. */
+  env?: Record<string, string>;
   /** Declared inputs, bound read-only (the postprocess-script). */
   roBinds?: Bind[];
   /**
@@ -159,9 +161,10 @@ export function sandboxArgs(root: string, opts: SandboxOptions, command: readonl
 }
 
 /** The environment the command sees: SANDBOX_ENV plus SOURCE_DATE_EPOCH and TREECAST_IMAGE. */
-export function sandboxEnv(opts: Pick<SandboxOptions, 'epoch' | 'image'>): Record<string, string> {
+export function sandboxEnv(opts: Pick<SandboxOptions, 'epoch' | 'image' | 'env'>): Record<string, string> {
   return {
     ...SANDBOX_ENV,
+    ...opts.env,
     ...(opts.epoch !== undefined ? { SOURCE_DATE_EPOCH: String(opts.epoch) } : {}),
     ...(opts.image !== undefined ? { TREECAST_IMAGE: opts.image } : {}),
   };

@@ -25,17 +25,28 @@ export interface BuildContext {
   root: string;
   /** Scratch space for this build; removed afterwards. */
   workDir: string;
-  /** Local OSTree repository (bare-user) the image is committed to. */
+  /** Local OSTree repository (bare, see LOCAL_REPO_MODE in build/build.ts) the image is committed to. */
   localRepo: string;
   /** SOURCE_DATE_EPOCH for everything this build writes. */
   epoch: number;
   signal: AbortSignal;
   /** Ignore cached base trees (build --force). */
   refreshBase: boolean;
+  /**
+   * `hardlinks`: the root starts as a hardlink checkout of the base commit, and
+   * nothing may write through a file of it (rootfs.ts replaces, sandboxed
+   * steps write to an overlay: layer.ts). `copy`: the old full byte copy, for
+   * the equivalence test only (checkoutMode() in build/build.ts). Default: hardlinks.
+   */
+  checkout?: 'hardlinks' | 'copy';
   /** Filled by the users step, read by later steps. */
   accounts?: AccountPlan;
   /** Filled by finalize: the installed packages (dpkg database). */
   packages: Package[];
+  /** The version this build commits as (decided before the steps run): finalize writes it into os-release. */
+  version?: string;
+  /** Filled by finalize: kernel versions under /usr/lib/modules (the commit is then marked bootable). */
+  kernels?: string[];
 }
 
 export interface Step {

@@ -384,18 +384,30 @@ describe('the steps hand bwrap a clean environment (runner stubbed)', () => {
   afterEach(() => {
     setRunner(previous);
   });
+  // The root inside the work dir, as a build lays them out: sandboxed steps put their overlay (steps/layer.ts) in the work dir.
   const ctxWith = (manifest: Record<string, unknown>, root: string) =>
-    ({ root, workDir: root, epoch: 7, signal: new AbortController().signal, manifest: { name: 'x', base: { source: 'image', image: 'b' }, ...manifest } }) as unknown as BuildContext;
+    ({ root, workDir: path.dirname(root), epoch: 7, signal: new AbortController().signal, manifest: { name: 'x', base: { source: 'image', image: 'b' }, ...manifest } }) as unknown as BuildContext;
+  const scratchRoot = () => {
+    const work = fs.mkdtempSync(path.join('/tmp', 'treecast-sbx-unit-'));
+    fs.mkdirSync(path.join(work, 'root'));
+    return { work, root: path.join(work, 'root') };
+  };
 
   it('postprocess: cleanEnv with only PATH, the default timeout of 600 s or postprocess-timeout', async () => {
-    const root = fs.mkdtempSync(path.join('/tmp', 'treecast-sbx-unit-'));
+    const { work, root } = scratchRoot();
     try {
       fs.mkdirSync(path.join(root, 'bin'));
       fs.writeFileSync(path.join(root, 'bin/sh'), '');
       process.env.TREECAST_TEST_SECRET = SECRET_VALUE;
-      const calls = stub();
+      const all = stub();
       await postprocess.run(ctxWith({ postprocess: ['true'] }, root));
+      // With mount stubbed the overlay stays empty, and folding it back reads that as "everything deleted": a fresh /bin/sh.
+      fs.mkdirSync(path.join(root, 'bin'), { recursive: true });
+      fs.writeFileSync(path.join(root, 'bin/sh'), '');
       await postprocess.run(ctxWith({ postprocess: ['true'], 'postprocess-timeout': 5 }, root));
+      // Each run: mount the overlay, the script in bwrap, umount.
+      expect(all.map((c) => c.cmd)).toEqual(['mount', 'bwrap', 'umount', 'mount', 'bwrap', 'umount']);
+      const calls = all.filter((c) => c.cmd === 'bwrap');
       expect(calls.map((c) => c.opts.timeoutMs)).toEqual([600_000, 5_000]);
       for (const c of calls) {
         expect(c.cmd).toBe('bwrap');
@@ -406,14 +418,20 @@ describe('the steps hand bwrap a clean environment (runner stubbed)', () => {
       }
     } finally {
       delete process.env.TREECAST_TEST_SECRET;
-      fs.rmSync(root, { recursive: true, force: true });
+      fs.rmSync(work, { recursive: true, force: true });
     }
   });
 
   it('packages on an image base: apt in the same sandbox, with the network, clean env', async () => {
-    const calls = stub();
-    await packagesOnImage.run(ctxWith({ packages: ['hello'] }, '/img'));
-    expect(calls).toHaveLength(1);
+    const { work, root } = scratchRoot();
+    const all = stub();
+    try {
+      await packagesOnImage.run(ctxWith({ packages: ['hello'] }, root));
+    } finally {
+      fs.rmSync(work, { recursive: true, force: true });
+    }
+    expect(all.map((c) => c.cmd)).toEqual(['mount', 'bwrap', 'umount']);
+    const calls = all.filter((c) => c.cmd === 'bwrap');
     const { cmd, args, opts } = calls[0]!;
     expect(cmd).toBe('bwrap');
     expect(opts.cleanEnv).toBe(true);
