@@ -9,6 +9,7 @@ cd "$(dirname "$0")/.."
 PACKAGES=(
   ostree mmdebstrap squashfs-tools zstd tar gnupg bubblewrap git
   qemu-system-x86 e2fsprogs xz-utils gzip cpio erofs-utils
+  fdisk extlinux syslinux-common
   chromium ca-certificates curl busybox-static systemd util-linux rsync
 )
 

@@ -437,3 +437,22 @@ describe('found by the parser fuzz (test/reliability/fuzz.test.ts): located erro
     expect(check('complex-key-list', 'name: ck\nbase: { source: debian }\n[a, b]: c\n')).toEqual(['images/complex-key-list.yaml:3:1: a key must be a single value, not a list (hint: keys are plain names such as "packages")']);
   });
 });
+
+describe('treecast.yaml: every key is optional', () => {
+  it('an empty or comments-only treecast.yaml is the defaults, not an "empty file" error', () => {
+    const dir = makeTempDir('config-comments');
+    try {
+      for (const text of ['', '\n', '# publish: { url: https://images.example.com }\n  # retention: { keep: 3 }\n']) {
+        fs.writeFileSync(path.join(dir, 'treecast.yaml'), text);
+        const r = openRepo({ repo: dir });
+        expect(r.config, JSON.stringify(text)).toEqual({});
+        expect(r.publishDir).toBe(process.env.TREECAST_PUBLISH_DIR ? path.resolve(process.env.TREECAST_PUBLISH_DIR) : path.join(dir, 'public'));
+      }
+      // Something that is not a map is still refused, located.
+      fs.writeFileSync(path.join(dir, 'treecast.yaml'), '# a comment\n- a list\n');
+      expect(() => openRepo({ repo: dir })).toThrow(/invalid treecast\.yaml/);
+    } finally {
+      removeDir(dir);
+    }
+  });
+});

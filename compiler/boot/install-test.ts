@@ -10,10 +10,26 @@ import path from 'node:path';
 import { UserError, withContext } from '../diagnostics.js';
 import { requirePrograms } from '../exec.js';
 import { parseOstreesetup } from '../publish/kickstart.js';
-import { bootUntilMarker } from './qemu.js';
+import { FAILED_UNIT, MARKER, withProbe } from './probe.js';
+import { bootUntilMarker, type BootResult } from './qemu.js';
 import { bootFile, deploy, initSysroot, loaderEntries, makeDisk, pull, removeSysroot, type Remote } from './sysroot.js';
 
-export const MARKER = /IMAGE-BOOTED-([0-9a-f]{64}|unknown) deployment=(ostree|live)/;
+export { MARKER } from './probe.js';
+
+/** What the boot probe reported: the commit, how it was booted, systemd's state and its failed units. */
+export interface Booted {
+  commit: string;
+  deployment: string;
+  /** `systemctl is-system-running` once boot finished: running, degraded, ... */
+  state: string;
+  failedUnits: string[];
+  seconds: number;
+}
+
+export function booted(r: BootResult): Booted {
+  const failedUnits = r.lines.map((l) => FAILED_UNIT.exec(l)?.[1]).filter((u): u is string => Boolean(u));
+  return { commit: r.match[1]!, deployment: r.match[2]!, state: r.match[3] ?? 'unknown', failedUnits: [...new Set(failedUnits)], seconds: r.seconds };
+}
 
 export interface PhaseTimings {
   [phase: string]: number;
@@ -49,7 +65,7 @@ export function remoteFromKickstart(ks: string, gpgKeyFile?: string): { osname: 
 }
 
 /** The host's side: the ostree client, the disk image, immutable deployments, the machine. */
-const HOST_PROGRAMS = ['ostree', 'mkfs.ext4', 'chattr', 'qemu-system-x86_64'];
+const HOST_PROGRAMS = ['ostree', 'mkfs.ext4', 'chattr', 'qemu-system-x86_64', 'cpio'];
 
 /** init-fs, os-init, remote add, pull, deploy with the kernel args, then an ext4 disk image. */
 export async function installHost(osname: string, remote: Remote, kargs: string[]): Promise<Host> {
@@ -92,23 +108,23 @@ async function prepareHost(o: { osname: string; prefix: string; sysroot?: string
 }
 
 /** Boot the default (newest) loader entry and return the commit the running system reports. */
-export async function bootHost(host: Host, logFile: string, timeoutMs = 300_000): Promise<{ commit: string; deployment: string; seconds: number; entryCommit?: string }> {
+export async function bootHost(host: Host, logFile: string, timeoutMs = 300_000): Promise<Booted & { entryCommit?: string }> {
   const entry = loaderEntries(host.sysroot)[0];
   if (!entry) throw new UserError('install-test: ostree wrote no boot loader entry (does the commit have a kernel?)');
   mkdirSync(path.dirname(logFile), { recursive: true });
+  // The deployment's own initramfs plus the probe, outside the sysroot: the host is left as it is.
+  const initrd = path.join(host.workDir, 'initrd-with-probe.img');
+  await withProbe(bootFile(host.sysroot, entry.initrd), initrd);
   const r = await phase(host.timings, `boot ${path.basename(logFile, '.log')}`, () =>
     bootUntilMarker({
-      kernel: bootFile(host.sysroot, entry.linux),
-      initrd: bootFile(host.sysroot, entry.initrd),
-      // treecast.marker=1 turns the boot-marker unit on, also for deployments made by hand.
-      append: `${entry.options} root=LABEL=ostroot rw console=ttyS0 panic=10 treecast.marker=1`,
+      kernel: { kernel: bootFile(host.sysroot, entry.linux), initrd, append: `${entry.options} root=LABEL=ostroot rw console=ttyS0 panic=10` },
       disk: host.disk,
       marker: MARKER,
       logFile,
       timeoutMs,
     }),
   );
-  return { commit: r.match[1]!, deployment: r.match[2]!, seconds: r.seconds, entryCommit: entry.commit };
+  return { ...booted(r), entryCommit: entry.commit };
 }
 
 /** The disk is re-made from the sysroot after the host's ostree client changed it (no loop mounts here). */
@@ -139,7 +155,7 @@ export function parseIpxe(text: string): { kernelUrl: string; initrdUrl: string;
  * fetched over HTTP (as iPXE would), the initrd fetches the squashfs itself.
  * `guestUrl` is the publish URL as the guest sees it (10.0.2.2 under QEMU user networking).
  */
-export async function bootDiskless(ipxe: string, fetchFile: (url: string) => Promise<Buffer>, logFile: string, timeoutMs = 300_000): Promise<{ commit: string; deployment: string; seconds: number }> {
+export async function bootDiskless(ipxe: string, fetchFile: (url: string) => Promise<Buffer>, logFile: string, timeoutMs = 300_000): Promise<Booted> {
   const p = parseIpxe(ipxe);
   const dir = mkdtempSync(path.join(process.env.TREECAST_TEST_TMP ?? tmpdir(), 'treecast-diskless-'));
   const kernel = path.join(dir, 'vmlinuz');
@@ -147,8 +163,10 @@ export async function bootDiskless(ipxe: string, fetchFile: (url: string) => Pro
   writeFileSync(kernel, await fetchFile(p.kernelUrl));
   writeFileSync(initrd, await fetchFile(p.initrdUrl));
   try {
-    const r = await bootUntilMarker({ kernel, initrd, append: [...p.args, 'console=ttyS0', 'treecast.marker=1'].join(' '), marker: MARKER, logFile, timeoutMs });
-    return { commit: r.match[1]!, deployment: r.match[2]!, seconds: r.seconds };
+    const probed = path.join(dir, 'initrd-with-probe.img');
+    await withProbe(initrd, probed);
+    const r = await bootUntilMarker({ kernel: { kernel, initrd: probed, append: [...p.args, 'console=ttyS0'].join(' ') }, marker: MARKER, logFile, timeoutMs });
+    return booted(r);
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

@@ -9,9 +9,8 @@ import { UserError } from '../diagnostics.js';
 import { requirePrograms, start } from '../exec.js';
 
 export interface BootSpec {
-  kernel: string;
-  initrd: string;
-  append: string;
+  /** Kernel, initrd and command line given to QEMU; without them the firmware (SeaBIOS) boots the disk's own bootloader. */
+  kernel?: { kernel: string; initrd: string; append: string };
   /** Raw disk image attached as virtio. */
   disk?: string;
   /** Regex the console must print. */
@@ -20,12 +19,16 @@ export interface BootSpec {
   /** Serial console log file (kept as a test artifact). */
   logFile: string;
   memoryMb?: number;
+  /** How long the guest may take to power off after the marker (a disk it wrote to must be flushed). Default 15 s. */
+  shutdownMs?: number;
 }
 
 export interface BootResult {
   seconds: number;
   markerLine: string;
   match: RegExpMatchArray;
+  /** The console's last lines up to the marker (the probe prints failed units just before it). */
+  lines: string[];
 }
 
 export function qemuArgs(b: BootSpec): string[] {
@@ -36,12 +39,12 @@ export function qemuArgs(b: BootSpec): string[] {
     '-smp', '2',
     '-m', String(b.memoryMb ?? 1536),
     '-nographic', '-no-reboot', '-serial', 'mon:stdio',
-    '-kernel', b.kernel, '-initrd', b.initrd, '-append', b.append,
     // User networking: the guest reaches the host's 127.0.0.1 as 10.0.2.2, and nothing else.
     '-netdev', 'user,id=n0', '-device', 'virtio-net-pci,netdev=n0',
     // Without a hardware RNG a TCG guest can wait a minute for entropy before services start.
     '-device', 'virtio-rng-pci',
   ];
+  if (b.kernel) args.push('-kernel', b.kernel.kernel, '-initrd', b.kernel.initrd, '-append', b.kernel.append);
   if (b.disk) args.push('-drive', `file=${b.disk},format=raw,if=virtio`);
   return args;
 }
@@ -74,8 +77,8 @@ export async function bootUntilMarker(b: BootSpec): Promise<BootResult> {
       );
     }
     // Let the guest's poweroff finish, but never wait on it for long.
-    await Promise.race([qemu.done, new Promise((r) => setTimeout(r, 15_000))]);
-    return { seconds: (performance.now() - t0) / 1000, markerLine: outcome.line, match: outcome.match };
+    await Promise.race([qemu.done, new Promise((r) => setTimeout(r, b.shutdownMs ?? 15_000))]);
+    return { seconds: (performance.now() - t0) / 1000, markerLine: outcome.line, match: outcome.match, lines: lines.slice(0, lines.lastIndexOf(outcome.line) + 1) };
   } finally {
     clearTimeout(timer);
     qemu.kill('SIGKILL');

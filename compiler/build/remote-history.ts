@@ -132,6 +132,11 @@ export interface PublishedHistory {
   tip(ref: string): PublishedTip | undefined;
   /** Make a published commit complete in the build repo (full pull by checksum); returns whether it had to be fetched. */
   ensureCommit(commit: string, signal?: AbortSignal): Promise<boolean>;
+  /**
+   * Fetch only /usr/etc of a published commit (its accounts: the ids a new build keeps and is
+   * checked against) into the history repository, and return that repository to read it from.
+   */
+  fetchEtc(commit: string, signal?: AbortSignal): Promise<string>;
 }
 
 /** The history side repository: metadata-only pulls, never the build repo (see the header). */
@@ -263,6 +268,15 @@ export async function openPublishedHistory(repo: Repo, localRepo: string, refs: 
         throw unreachable(repoUrl, `pulling commit ${commit}: ${ostreeReason(err)}`);
       }
       return true;
+    },
+    async fetchEtc(commit, sig) {
+      try {
+        await run('ostree', ['pull', `--repo=${hrepo}`, '--subpath=/usr/etc', PUBLISHED_REMOTE, commit], { timeoutMs: NETWORK_TIMEOUT_MS, signal: sig });
+      } catch (err) {
+        if (sig?.aborted) throw interrupted(repoUrl);
+        throw unreachable(repoUrl, `pulling /usr/etc of commit ${commit}: ${ostreeReason(err)}`);
+      }
+      return hrepo;
     },
   };
 }

@@ -79,6 +79,91 @@ export type File1 = {
   [k: string]: unknown | undefined;
 };
 export type UnitName = string;
+/**
+ * Artifacts made from the compiled tree. Default: { ostree: {} }.
+ */
+export type Outputs = {
+  [k: string]: unknown | undefined;
+} & {
+  /**
+   * An OSTree commit on the image's ref (always made: the other outputs are written from it).
+   */
+  ostree?: {
+    /**
+     * Hosts deploy and boot this commit with `ostree admin deploy`: it must contain a kernel and an initramfs. Default: true when packages include a linux-image-* kernel.
+     */
+    bootable?: boolean;
+  };
+  /**
+   * rootfs.squashfs of the deployed layout (/usr/etc at /etc).
+   */
+  squashfs?: {
+    /**
+     * mksquashfs compressor. Default: zstd.
+     */
+    compression?: "zstd" | "xz" | "gzip" | "lzo" | "lz4";
+    /**
+     * Compression level: zstd 1-22 (default 3), gzip 1-9; xz, lzo and lz4 take none. Higher is smaller and slower: on a 203 MiB sample zstd 3 took 3.3 s, 6 took 6.6 s for 6% fewer bytes, 15 (mksquashfs's own default) about 3 minutes for 12% fewer (docs/outputs.md). Keep the default for the edit-build-boot loop; set 15-19 for release builds that many nodes download.
+     */
+    "compression-level"?: number;
+    /**
+     * Older name of compression-level (used when compression-level is not set).
+     */
+    level?: number;
+  };
+  /**
+   * A tarball of the image root: rootfs.tar.<ext> in the deployed OSTree layout, or (layout: installer) <name>-<version>-installer.<ext> in a conventional root for installers, with a <name>-<version>-MANIFEST.txt beside it. gzip gives a .tgz, the type Digital Rebar image-deploy documents (image-type: tgz).
+   */
+  tarball?: {
+    /**
+     * ostree (default): the root a booted OSTree host shows (/etc from /usr/etc, kernel in /usr/lib/modules/<kver>/, /var empty and filled at boot from /usr/share/factory/var, /home and co. links into /var, /ostree and /sysroot). installer: a root a plain Debian boot uses, for Digital Rebar image-deploy and curtin: kernel and initramfs in /boot as vmlinuz-<kver> and initrd.img-<kver> with the /vmlinuz and /initrd.img links, /var with its content, /home, /root, /opt, /srv, /mnt and /usr/local real directories, no /ostree or /sysroot, and the empty /curtin directory image-deploy requires; the file is <name>-<version>-installer.<tgz|txz|tar.zst|tar> and a text MANIFEST (image, version, commit, kernel, checksum, installed packages) is published beside it. Needs a kernel with an initramfs in the image.
+     */
+    layout?: "ostree" | "installer";
+    /**
+     * Default: zstd.
+     */
+    compression?: "zstd" | "gzip" | "xz" | "none";
+    /**
+     * Compression level: zstd 1-19 (default 3), gzip 1-9 (default 6), xz 1-9 (default 6); none takes none. Higher is smaller and slower: on a 203 MiB sample zstd 3 took 3.4 s, 6 took 10 s for 6% fewer bytes, 12 over a minute for 10% fewer, 19 many minutes for 20% fewer (docs/outputs.md). Keep the default for the edit-build-boot loop; set a higher level for release builds.
+     */
+    "compression-level"?: number;
+  };
+  /**
+   * rootfs.erofs of the deployed layout (mkfs.erofs).
+   */
+  erofs?: {
+    /**
+     * Default: lz4hc.
+     */
+    compression?: "lz4" | "lz4hc" | "none";
+  };
+  /**
+   * disk.raw.zst (or disk.raw): a disk image a machine boots from BIOS firmware (extlinux in an MBR partition), holding an OSTree sysroot with this commit deployed. Its remote is the published tree (publish.url + /repo, verified with the signing key when signing is configured), so the host upgrades itself with `ostree admin upgrade`, and ostree rewrites the bootloader menu on every deploy (docs/outputs.md). Write it with dd (or Digital Rebar image-deploy's dd-raw / dd-zst). Building it loop-mounts the image for a moment (root).
+   */
+  disk?: {
+    /**
+     * raw.zst (default): zstd-compressed, mostly empty space costs nearly nothing to store and fetch; decompress with `zstd -d --sparse`. raw: the sparse image itself.
+     */
+    format?: "raw.zst" | "raw";
+    /**
+     * Disk size, e.g. 8G. Default: twice the sysroot plus 1 GiB (room for one upgrade), at least 2 GiB, in steps of 256 MiB.
+     */
+    size?: string;
+    /**
+     * Extra kernel arguments of the deployment (after root=UUID=... rw and the image's kernel-args). ostree keeps them across upgrades.
+     */
+    "kernel-args"?: string[];
+  };
+  /**
+   * vmlinuz + initrd.img + the squashfs root + an iPXE script: the node boots the kernel and its initrd fetches the squashfs over HTTP.
+   */
+  diskless?: {
+    /**
+     * Extra kernel arguments for the diskless boot (after the image's kernel-args). treecast adds the root fetch arguments for the image's initramfs (dracut: root=live:URL; live-boot: boot=live fetch=URL).
+     */
+    "kernel-args"?: string[];
+  };
+};
 
 /**
  * A treecast image manifest: what goes into one image, and which artifacts are made from it. Keys are kebab-case like rpm-ostree treefiles. Paths to overlays, sources and scripts are relative to the repository root; include paths are relative to the including file.
@@ -128,13 +213,22 @@ export interface ImageManifest {
    */
   files?: File[];
   /**
-   * Groups created in the image (its own /etc/group and /etc/gshadow).
+   * Groups created in the image (its own /etc/group and /etc/gshadow), and in /usr/lib/sysusers.d/treecast-<name>.conf for hosts whose /etc/group diverged (docs/accounts.md).
    */
   groups?: Group[];
   /**
-   * Users created in the image (its own /etc/passwd and /etc/shadow), with home directories and SSH keys.
+   * Users created in the image (its own /etc/passwd and /etc/shadow), with home directories and SSH keys. Also written, without any password, to /usr/lib/sysusers.d/treecast-<name>.conf, so a host whose /etc/passwd diverged gets them at the next boot (docs/accounts.md).
    */
   users?: User[];
+  /**
+   * How account ids may move between builds. Every build compares the uid and gid of each user and group (the manifest's and the packages' system ones) with the previous commit of the ref in the build repository, and fails when one changed: files on a host (/var/home, /var/lib) keep their numeric owner (docs/accounts.md).
+   */
+  accounts?: {
+    /**
+     * User and group names whose uid or gid may differ from the previous commit in this build (an intended renumbering: chown the host's files yourself). Remove the entry once built.
+     */
+    "allow-id-change"?: string[];
+  };
   /**
    * systemd units to enable, disable or mask, applied like systemctl would without booting.
    */
@@ -160,6 +254,17 @@ export interface ImageManifest {
    * Kernel command line arguments for hosts booting the image: go into kickstart `bootloader --append`, `ostree admin deploy --karg` and the iPXE script.
    */
   "kernel-args"?: string[];
+  /**
+   * The initramfs of every kernel in the image, built by treecast with dracut after postprocess, once per kernel and dracut inputs (cached). Default: built when the image has a kernel and /usr/bin/dracut; false: never (the image brings its own, or needs none). Packages are installed with INITRD=No, so no other initramfs is built.
+   */
+  initramfs?:
+    | false
+    | {
+        /**
+         * Extra dracut arguments, after treecast's `--force --no-hostonly --reproducible` and before `--kver`, e.g. [--add, livenet] or [--compress, zstd].
+         */
+        args?: string[];
+      };
   /**
    * Shell snippets run with /bin/sh inside the image root, in a sandbox without network, after every package, overlay, file, user and unit is in place.
    */
@@ -199,7 +304,7 @@ export interface Group {
    */
   name: string;
   /**
-   * Numeric group id (default: next free id from 1000).
+   * Numeric group id (default: the gid the group had in the previous commit of the ref when still free, else the next free id from 1000).
    */
   gid?: number;
 }
@@ -209,7 +314,7 @@ export interface User {
    */
   name: string;
   /**
-   * Numeric user id (default: next free id from 1000).
+   * Numeric user id (default: the uid the user had in the previous commit of the ref when still free, else the next free id from 1000).
    */
   uid?: number;
   /**
@@ -233,67 +338,13 @@ export interface User {
    */
   shell?: string;
   /**
-   * crypt(3) hash for /etc/shadow (default: locked, '!'). Published images are readable by anyone who reaches the HTTP tree, and a hash in them can be cracked offline: prefer ssh-authorized-keys, keep hashes to lab images (SECURITY.md).
+   * crypt(3) hash for /etc/shadow (default: locked, '!'). Published images are readable by anyone who reaches the HTTP tree, and a hash in them can be cracked offline: prefer ssh-authorized-keys, keep hashes to lab images (SECURITY.md). The hash is never written to sysusers.d: on an upgraded host whose /etc/shadow diverged, a user sysusers creates at boot is locked (no password login) until its password is set on the host.
    */
   "password-hash"?: string;
   /**
    * Lines written to ~/.ssh/authorized_keys (mode 0600, ~/.ssh 0700).
    */
   "ssh-authorized-keys"?: string[];
-}
-/**
- * Artifacts made from the compiled tree. Default: { ostree: {} }.
- */
-export interface Outputs {
-  /**
-   * An OSTree commit on the image's ref (always made: the other outputs are written from it).
-   */
-  ostree?: {
-    /**
-     * Hosts deploy and boot this commit with `ostree admin deploy`: it must contain a kernel and an initramfs. Default: true when packages include a linux-image-* kernel.
-     */
-    bootable?: boolean;
-  };
-  /**
-   * rootfs.squashfs of the deployed layout (/usr/etc at /etc).
-   */
-  squashfs?: {
-    /**
-     * mksquashfs compressor. Default: zstd.
-     */
-    compression?: "zstd" | "xz" | "gzip" | "lzo" | "lz4";
-    /**
-     * Compression level (zstd 1-22, gzip 1-9).
-     */
-    level?: number;
-  };
-  /**
-   * rootfs.tar.<ext> of the deployed layout; gzip gives a .tgz that Digital Rebar image-deploy (image-type: tgz) accepts.
-   */
-  tarball?: {
-    /**
-     * Default: zstd.
-     */
-    compression?: "zstd" | "gzip" | "xz" | "none";
-  };
-  /**
-   * rootfs.erofs of the deployed layout (mkfs.erofs).
-   */
-  erofs?: {
-    /**
-     * Default: lz4hc.
-     */
-    compression?: "lz4" | "lz4hc" | "none";
-  };
-  /**
-   * vmlinuz + initrd.img + the squashfs root + an iPXE script: the node boots the kernel and its initrd fetches the squashfs over HTTP.
-   */
-  diskless?: {
-    /**
-     * Extra kernel arguments for the diskless boot (after the image's kernel-args). treecast adds the root fetch arguments for the image's initramfs (dracut: root=live:URL; live-boot: boot=live fetch=URL).
-     */
-    "kernel-args"?: string[];
-  };
 }
 
 /**

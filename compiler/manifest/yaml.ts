@@ -42,9 +42,14 @@ interface RawNode {
 
 export type ParseResult = { ok: true; root: LNode } | { ok: false; diagnostics: Diagnostic[] };
 
+/** Nothing but blank lines and comments: no YAML document at all. */
+export function isBlankYaml(text: string): boolean {
+  return text.split('\n').every((l) => /^\s*(#.*)?$/.test(l));
+}
+
 export function parseYaml(text: string, file: string): ParseResult {
   const at = (offset: number): Loc => locAt(text, offset, file);
-  if (text.split('\n').every((l) => /^\s*(#.*)?$/.test(l))) {
+  if (isBlankYaml(text)) {
     const message = text.trim() === '' ? 'file is empty' : 'file is empty (it has only comments)';
     return fail({ loc: { file, line: 1, col: 1 }, message, hint: 'an image manifest is a YAML map with at least a "name"' });
   }

@@ -3,11 +3,12 @@ import { UserError } from '../diagnostics.js';
 import { run } from '../exec.js';
 import { hasKernel } from '../manifest/semantic.js';
 import {
-  emptyDirIn, isDirIn, isFileIn, lstatIn, mkdirInRoot, readdirIn, readFileIn, removeInRoot,
+  emptyDirIn, isDirIn, isFileIn, lstatIn, mkdirInRoot, readdirIn, readFileIn, readTextIn, removeInRoot,
   removeSpecialFilesIn, renameIn, replaceWithLinkIn, writeFileIn,
 } from '../build/rootfs.js';
 import { ensureDir, writeHostFile } from '../build/host-files.js';
 import type { Package, Step } from './step.js';
+import { accountsForUpgrades } from './users.js';
 
 /** Where /var's content goes: systemd-tmpfiles `C` lines copy it back on first boot. */
 export const FACTORY_VAR = 'usr/share/factory/var';
@@ -41,10 +42,13 @@ export const finalize: Step = {
     const removed = removeSpecialFilesIn(root);
     for (const d of ['dev', 'proc', 'sys', 'run', 'tmp']) emptyDirIn(root, `/${d}`, d === 'tmp' ? 0o1777 : 0o755);
     const kernels = moveKernels(root);
+    ctx.kernels = kernels;
     const needsKernel = ctx.manifest.outputs?.ostree?.bootable ?? hasKernel(ctx.manifest);
     if (needsKernel && kernels.length === 0) {
       throw new UserError('the image is bootable but has no kernel with an initramfs (/boot/vmlinuz-* and /boot/initrd.img-*): add linux-image-amd64 and an initramfs generator (dracut) to packages');
     }
+    if (ctx.version) stampOsRelease(root, ctx.manifest.name, ctx.version);
+    const accounts = accountsForUpgrades(ctx);
     // Every host of a fleet would share these otherwise: they are made at first boot.
     for (const f of readdirIn(root, '/etc/ssh')) if (/^ssh_host_.*key/.test(f)) removeInRoot(root, `/etc/ssh/${f}`);
     if (isDirIn(root, '/etc')) writeFileIn(root, '/etc/machine-id', '', { mode: 0o444 });
@@ -53,7 +57,7 @@ export const finalize: Step = {
     moveEtc(root);
     emptyDirIn(root, '/sysroot', 0o755);
     replaceWithLinkIn(root, '/ostree', 'sysroot/ostree');
-    return `${ctx.packages.length} packages, ${kernels.length ? `kernel ${kernels.join(', ')}` : 'no kernel'}${removed ? `, ${removed} special files dropped` : ''}`;
+    return `${ctx.packages.length} packages, ${kernels.length ? `kernel ${kernels.join(', ')}` : 'no kernel'}${removed ? `, ${removed} special files dropped` : ''}${accounts ? `, ${accounts}` : ''}`;
   },
 };
 
@@ -78,6 +82,26 @@ async function installedPackages(root: string, workDir: string): Promise<Package
     .sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
 }
 
+/**
+ * IMAGE_ID and IMAGE_VERSION in /usr/lib/os-release (os-release(5)): what a
+ * host, its inventory and its support tools report it runs. Only an image
+ * that has an os-release gets them (ostree admin deploy needs one anyway).
+ */
+export function stampOsRelease(root: string, name: string, version: string): void {
+  const text = readTextIn(root, '/usr/lib/os-release');
+  if (text === undefined) return;
+  const kept = withoutImageStamp(text).split('\n').filter((l) => l.trim() !== '');
+  writeFileIn(root, '/usr/lib/os-release', [...kept, `IMAGE_ID=${name}`, `IMAGE_VERSION=${version}`, ''].join('\n'), { mode: 0o644, uid: 0, gid: 0 });
+}
+
+/** os-release without the lines stampOsRelease writes (a base image's stamp, or this image's previous one). */
+export function withoutImageStamp(text: string): string {
+  return text
+    .split('\n')
+    .filter((l) => !/^(IMAGE_ID|IMAGE_VERSION)=/.test(l))
+    .join('\n');
+}
+
 /** /boot/vmlinuz-V and /boot/initrd.img-V -> /usr/lib/modules/V/{vmlinuz,initramfs.img}; returns kernel versions. */
 function moveKernels(root: string): string[] {
   const versions: string[] = [];
@@ -99,7 +123,25 @@ function moveKernels(root: string): string[] {
   }
   if (lstatIn(root, '/boot')) emptyDirIn(root, '/boot', 0o755);
   for (const f of readdirIn(root, '/')) if (/^(vmlinuz|initrd\.img)(\.old)?$/.test(f)) removeInRoot(root, `/${f}`);
+  checkOneKernel(root, versions);
   return versions;
+}
+
+/**
+ * ostree (commit --bootable, admin deploy) takes every /usr/lib/modules/<dir>/vmlinuz for a
+ * kernel, whatever its type, and refuses a tree with more than one. Say so here, naming the
+ * entry, rather than let the commit fail with ostree's bare "Multiple kernels found".
+ */
+function checkOneKernel(root: string, kernels: string[]): void {
+  for (const kver of readdirIn(root, '/usr/lib/modules')) {
+    const at = `/usr/lib/modules/${kver}/vmlinuz`;
+    if (kernels.includes(kver) || !lstatIn(root, at)) continue;
+    const what = lstatIn(root, at)!.isSymbolicLink() ? 'a symlink' : isFileIn(root, at) ? 'a kernel without initramfs.img beside it' : 'not a regular file';
+    throw new UserError(`${at} is ${what}: ostree takes every /usr/lib/modules/*/vmlinuz for a kernel and a commit may hold only one; remove it`);
+  }
+  if (kernels.length > 1) {
+    throw new UserError(`the image holds ${kernels.length} kernels (${kernels.join(', ')}): an ostree commit boots exactly one; remove all but one (e.g. purge the older linux-image package in postprocess)`);
+  }
 }
 
 /**
