@@ -7,7 +7,7 @@
  * rename itself lives in the directory). The same order ostree uses for
  * objects, refs and the summary.
  */
-import { closeSync, constants, fsyncSync, lstatSync, mkdirSync, openSync, readdirSync, renameSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { closeSync, constants, fchmodSync, fsyncSync, lstatSync, mkdirSync, openSync, readdirSync, renameSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 
 /** fsync a file or a directory by path. */
@@ -38,11 +38,13 @@ export function renameDurable(from: string, to: string): void {
 }
 
 /** Replace `file` so that readers see the old or the new content, never a part, even after a power loss. */
-export function writeFileDurable(file: string, content: string | Buffer): void {
+export function writeFileDurable(file: string, content: string | Buffer, mode = 0o644): void {
   mkdirSync(path.dirname(file), { recursive: true });
   const tmp = path.join(path.dirname(file), `.${path.basename(file)}.tmp-${process.pid}`);
-  const fd = openSync(tmp, constants.O_WRONLY | constants.O_CREAT | constants.O_TRUNC, 0o644);
+  const fd = openSync(tmp, constants.O_WRONLY | constants.O_CREAT | constants.O_TRUNC, mode);
   try {
+    // A temp file left by a killed run keeps its old mode through O_CREAT: set it before any byte is written.
+    fchmodSync(fd, mode);
     writeFileSync(fd, content);
     fsyncSync(fd);
   } finally {

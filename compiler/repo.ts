@@ -17,6 +17,8 @@ export interface Repo {
   configFile?: string;
   cacheDir: string;
   publishDir: string;
+  /** Beside the publish dir (TREECAST_PRIVATE_DIR overrides): keys and node overlays, served to authenticated nodes only. */
+  privateDir: string;
   publicUrl: string;
   arch: string;
 }
@@ -64,12 +66,14 @@ export function openRepo(opts: { repo?: string; cwd?: string } = {}): Repo {
   }
   const inRoot = (p: string | undefined, dflt: string) => path.resolve(root, p ?? dflt);
   const fromEnv = (name: string) => (process.env[name] ? path.resolve(process.env[name]!) : undefined);
+  const publishDir = fromEnv('TREECAST_PUBLISH_DIR') ?? inRoot(config.publish?.dir, 'public');
   return {
     root,
     config,
     configFile: existsSync(configFile) ? configFile : undefined,
     cacheDir: fromEnv('TREECAST_CACHE_DIR') ?? inRoot(config['cache-dir'], '.treecast'),
-    publishDir: fromEnv('TREECAST_PUBLISH_DIR') ?? inRoot(config.publish?.dir, 'public'),
+    publishDir,
+    privateDir: fromEnv('TREECAST_PRIVATE_DIR') ?? path.join(path.dirname(publishDir), 'private'),
     publicUrl: config.publish?.url ?? 'http://127.0.0.1:8080',
     arch: config.arch ?? 'x86_64',
   };

@@ -19,6 +19,7 @@ import { renameDurable, syncTree } from '../durable.js';
 import { isDirIn, isFileIn, lstatIn, readdirIn, removeInRoot, renameIn, walkTree } from './rootfs.js';
 import { progressScope } from '../progress.js';
 import { publishOptions } from '../publish/publish.js';
+import { buildKeyPath, sealArtifacts } from '../outputs/encrypt.js';
 
 export interface ImageManifestJson {
   name: string;
@@ -37,6 +38,8 @@ export interface ImageManifestJson {
   packages: { name: string; version: string; arch: string }[];
   /** Not world-readable in the image, yet in every artifact and in the published commit: public in practice. */
   privateFiles: PrivateFile[];
+  /** outputs.diskless.encrypt: the root is published as ciphertext only, its key in the private tree. */
+  encrypted?: boolean;
 }
 
 export interface EmitResult {
@@ -99,12 +102,16 @@ export async function emitImage(repo: Repo, m: ImageManifest, built: ImageBuildR
       }
     }
     const kernel = outputs.length ? findKernel(tree) : undefined;
+    const encrypted = m.outputs?.diskless?.encrypt === true;
     const bytes = outputs.length ? treeBytes(tree) : 0;
     const done = await writeOutputs(outputs, m, signal, (o, outputSignal, written) => {
       if (o.needsKernel && !kernel) throw new UserError(`output ${o.name} of image ${m.name} needs a kernel and an initramfs in /usr/lib/modules/<version>/, and the image has none (add linux-image-amd64 and dracut to packages)`);
       return o.write({ name: m.name, manifest: m, version: built.version, commit: built.commit, ref: built.ref, repo: localRepo, epoch, tree, treeBytes: bytes, outDir: staging, kernel, signal: outputSignal, done: written });
     });
-    const artifacts = [...done.values()].flat().sort((a, b) => (a.file < b.file ? -1 : 1));
+    let artifacts = [...done.values()].flat();
+    // An encrypted image publishes only ciphertext; its key stays in the cache until publish puts it in the private tree.
+    if (encrypted) artifacts = await sealArtifacts(m.name, built.version, artifacts, buildKeyPath(repo.cacheDir, m.name, built.version), signal);
+    artifacts.sort((a, b) => (a.file < b.file ? -1 : 1));
     // The artifacts are written from the checkout, so its walk is what they hold; without one, the commit (public in repo/) is listed (private-files.ts).
     const privateFiles = outputs.length ? listPrivateFiles(tree) : await privateFilesOfCommit(localRepo, built.commit, signal);
     const manifest: ImageManifestJson = {
@@ -120,8 +127,10 @@ export async function emitImage(repo: Repo, m: ImageManifest, built: ImageBuildR
       initramfs: kernel?.flavor,
       kernelArgs: m['kernel-args'] ?? [],
       artifacts: artifacts.map(({ path: _p, ...rest }) => rest),
-      packages: parseTupleArray(await commitMetadata(localRepo, built.commit, 'treecast.packages')).map(([name, version, arch]) => ({ name: name!, version: version!, arch: arch ?? '' })),
-      privateFiles,
+      // Published beside the ciphertext: an encrypted image names neither its packages nor its files.
+      packages: encrypted ? [] : parseTupleArray(await commitMetadata(localRepo, built.commit, 'treecast.packages')).map(([name, version, arch]) => ({ name: name!, version: version!, arch: arch ?? '' })),
+      privateFiles: encrypted ? [] : privateFiles,
+      ...(encrypted ? { encrypted: true } : {}),
     };
     writeFileSync(path.join(staging, 'MANIFEST.json'), JSON.stringify(manifest, null, 2) + '\n');
     writeFileSync(path.join(staging, 'SHA256SUMS'), artifacts.map((a) => `${a.sha256}  ${a.file}\n`).join(''));

@@ -106,6 +106,13 @@ export function checkSemantics(m: ImageManifest, root: LNode, repo: RepoDirs): D
   if (outputs.ostree?.bootable === true && !hasKernel(m) && m.base.source !== 'image') {
     at(['outputs', 'ostree', 'bootable'], 'a bootable ostree output needs a kernel, but packages has no linux-image-* package', 'add linux-image-amd64 to packages');
   }
+  if (outputs.diskless?.encrypt === true) {
+    // Everything else an image publishes is readable by anyone who can reach the public tree.
+    for (const other of ['ostree', 'tarball', 'erofs', 'disk'] as const) {
+      if (outputs[other] !== undefined) at(['outputs', other], `an image with outputs.diskless.encrypt publishes nothing in the clear, but "${other}" would publish its content unencrypted`, `remove outputs.${other}, or build the unencrypted variant as its own image`, 'key');
+    }
+    if (m.streams !== undefined) at(['streams'], 'an encrypted image has no published OSTree ref, so it cannot have release streams', 'remove streams', 'key');
+  }
   if (m.packages?.length && m.base.source === 'tree') {
     at(['packages'], 'packages need a Debian base (base.source: debian)', 'a tree base has no package manager treecast can drive', 'key');
   }

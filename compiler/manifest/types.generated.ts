@@ -162,6 +162,10 @@ export type Outputs = {
      * Extra kernel arguments for the diskless boot (after the image's kernel-args). treecast adds the root fetch arguments for the image's initramfs (dracut: root=live:URL; live-boot: boot=live fetch=URL).
      */
     "kernel-args"?: string[];
+    /**
+     * Publish the root only encrypted (docs/nodes.md): the squashfs becomes rootfs.squashfs.enc (AES-256-CTR, a new random key for every build), its key goes to private/keys/<image>/<version>/rootfs.key beside the public tree, served by `treecast serve` only to nodes of this image that present their token. The image's OSTree commit is not published, the published MANIFEST.json lists no packages nor private files, and the image may have no other output (ostree, tarball, erofs, disk) nor streams. Nodes boot it through nodes.yaml (their boot scripts carry treecast.token=${treecast-token}, an iPXE setting provisioned on each node).
+     */
+    encrypt?: boolean;
   };
 };
 

@@ -6,6 +6,7 @@ import type { ImageManifest } from '../manifest/types.js';
 import { describeArtifact } from './artifact.js';
 import type { KernelInfo, Output } from './output.js';
 import { SQUASHFS_FILE } from './squashfs.js';
+import { ENCRYPTED_SQUASHFS_FILE, privateKeyUrl } from './encrypt.js';
 
 export interface DisklessBoot {
   kernelUrl: string;
@@ -48,8 +49,19 @@ export function versionUrl(publicUrl: string, name: string, version: string): st
   return `${publicUrl}/images/${encodeURIComponent(name)}/${encodeURIComponent(version)}`;
 }
 
+/** iPXE expands this setting when it runs the script: each node's token, provisioned on the node (docs/nodes.md). */
+export const TOKEN_ARG = 'treecast.token=${treecast-token}';
+
 export function disklessBoot(m: ImageManifest, kernel: KernelInfo, publicUrl: string, commit: string, version: string): DisklessBoot {
   const base = versionUrl(publicUrl, m.name, version);
+  if (m.outputs?.diskless?.encrypt) {
+    if (kernel.flavor !== 'dracut') throw new UserError(`${m.name}: an encrypted diskless root needs dracut in the image (its treecast-node module opens the root); the image's initramfs is ${kernel.flavor}`);
+    // The ciphertext's URL stays a plain http URL for dracut's livenet and its systemd generator;
+    // treecast.key= makes the treecast-node dracut module fetch, decrypt and check it instead.
+    const squashfsUrl = `${base}/${ENCRYPTED_SQUASHFS_FILE}`;
+    const args = [...disklessKernelArgs(m, kernel.flavor, squashfsUrl, commit, version), `treecast.key=${privateKeyUrl(publicUrl, m.name, version)}`, TOKEN_ARG];
+    return { kernelUrl: `${base}/vmlinuz`, initrdUrl: `${base}/initrd.img`, squashfsUrl, args };
+  }
   const squashfsUrl = `${base}/${SQUASHFS_FILE}`;
   return { kernelUrl: `${base}/vmlinuz`, initrdUrl: `${base}/initrd.img`, squashfsUrl, args: disklessKernelArgs(m, kernel.flavor, squashfsUrl, commit, version) };
 }

@@ -38,6 +38,7 @@ import { hasCommit, publishedVersions, refCommit, repoStreams, streamTargetsIn, 
 import { streamFiles } from '../manifest/streams.js';
 import { UserError } from '../diagnostics.js';
 import { replaceSymlinkDurable, writeFileDurable } from '../durable.js';
+import { buildKeyPathOf, parseKeyFile, privateKeyPath, readKeyFile, writeKeyFile } from '../outputs/encrypt.js';
 
 export interface PublishItem {
   manifest: ImageManifest;
@@ -51,6 +52,8 @@ export interface PublishItem {
 
 export interface PublishOptions {
   dir: string;
+  /** The private tree beside `dir` (keys of encrypted images, node overlays): served to authenticated nodes only. */
+  privateDir: string;
   url: string;
   remote: string;
   key?: SigningKey;
@@ -69,6 +72,8 @@ export interface PublishOptions {
 
 export interface PublishedImage {
   name: string;
+  /** outputs.diskless.encrypt: artifacts and the key only; no commit, ref nor kickstart in the public tree. */
+  encrypted?: boolean;
   ref: string;
   version: string;
   commit: string;
@@ -92,6 +97,7 @@ export function publishOptions(repo: Repo, overrides: Partial<PublishOptions> = 
   const key = c.signing?.['gpg-key'] ? { keyId: c.signing['gpg-key'], homedir: path.resolve(repo.root, c.signing['gpg-homedir'] ?? path.join(process.env.HOME ?? '/root', '.gnupg')) } : undefined;
   return {
     dir: repo.publishDir,
+    privateDir: overrides.dir && !overrides.privateDir ? defaultPrivateDir(overrides.dir) : repo.privateDir,
     url: repo.publicUrl,
     remote: c.publish?.remote ?? 'treecast',
     key,
@@ -140,7 +146,7 @@ function planStreams(items: PublishItem[], o: PublishOptions, streamImages: Stre
   for (const x of [...items, ...streamImages]) {
     const name = x.manifest.name;
     const decl = o.streams?.[name];
-    if (seen.has(name) || !decl) continue;
+    if (seen.has(name) || !decl || isEncrypted(x.manifest)) continue;
     seen.add(name);
     const it = items.find((i) => i.manifest.name === name);
     const r = streamTargetsIn(o.dir, name, { ...decl, ref: x.ref }, it ? { version: it.version, commit: it.commit } : undefined);
@@ -165,6 +171,11 @@ async function publishLocked(items: PublishItem[], o: PublishOptions, streamImag
   // 1. objects
   const published: PublishedImage[] = [];
   for (const it of items) {
+    if (isEncrypted(it.manifest)) {
+      // Its commit stays in the build repository: the public repo would serve the plaintext tree.
+      published.push({ name: it.manifest.name, ref: it.ref, version: it.version, commit: it.commit, encrypted: true });
+      continue;
+    }
     const previous = await revParse(repoDir, it.ref);
     if (previous === it.commit) {
       info(`${it.manifest.name}: ${it.version} is already published`);
@@ -206,6 +217,8 @@ async function publishLocked(items: PublishItem[], o: PublishOptions, streamImag
     const dest = path.join(imageDir, it.version);
     const current = readManifestJson(dest);
     if (current?.commit === it.commit) continue;
+    // The key first, in the private tree: a node never sees a version whose key is missing.
+    if (isEncrypted(it.manifest)) publishKey(it, o);
     const staging = mkdtempSync(path.join(imageDir, `.staging-${it.version}-`));
     for (const f of readdirSync(it.emitted.dir)) copyFileSync(path.join(it.emitted.dir, f), path.join(staging, f));
     // In the staging dir, so the version appears with its place in the publish order or not at all.
@@ -223,7 +236,7 @@ async function publishLocked(items: PublishItem[], o: PublishOptions, streamImag
   for (const it of items) {
     const m = it.manifest;
     replaceSymlink(path.join(o.dir, 'images', m.name, 'latest'), it.version);
-    writeAtomic(
+    if (!isEncrypted(m)) writeAtomic(
       path.join(o.dir, 'kickstart', `${m.name}.ks`),
       renderKickstart({ name: m.name, ref: it.ref, version: it.version, repoUrl: `${o.url}/repo`, remote: o.remote, signed: Boolean(o.key), keyUrl: o.key ? `${o.url}/${PUBLIC_KEY_FILE}` : undefined, kernelArgs: m['kernel-args'] ?? [] }),
     );
@@ -239,7 +252,7 @@ async function publishLocked(items: PublishItem[], o: PublishOptions, streamImag
   // Retention deletes the previous commit when keep is 1 (and the artifacts the
   // old index.json lists): done before the new summary, a crash in between
   // would leave a summary pointing at pruned objects.
-  for (const p of published) await run('ostree', ['refs', `--repo=${repoDir}`, '--force', `--create=${p.ref}`, p.commit]);
+  for (const p of published) if (!p.encrypted) await run('ostree', ['refs', `--repo=${repoDir}`, '--force', `--create=${p.ref}`, p.commit]);
   for (const s of streams) if (s.moved) await run('ostree', ['refs', `--repo=${repoDir}`, '--force', `--create=${s.ref}`, s.commit]);
   crashPoint(o, 'refs');
   await updateSummary(o, repoDir);
@@ -316,7 +329,9 @@ async function retentionPlan(o: PublishOptions, repoDir: string): Promise<ImageR
     const history = versions.every((m) => m.published?.commit === m.commit) ? [] : await refHistories(repoDir, [...new Set(versions.map((m) => m.ref))]);
     // A version a stream points at stays, however old: hosts on that stream install and boot it.
     const pinned = new Set(streamVersions(o, name).map((s) => s.version));
-    const { kept, removed } = planRetention(sortVersions(versions, history), { keep: o.keep, pinned, hasCommit: (c) => hasCommit(repoDir, c) });
+    // An encrypted version's commit is never in repo/: its MANIFEST.json (and key) are what it is.
+    const encrypted = new Set(versions.filter((m) => m.encrypted).map((m) => m.commit));
+    const { kept, removed } = planRetention(sortVersions(versions, history), { keep: o.keep, pinned, hasCommit: (c) => encrypted.has(c) || hasCommit(repoDir, c) });
     out.push({ name, history, kept, removed });
   }
   return out;
@@ -346,13 +361,14 @@ async function applyRetention(o: PublishOptions, repoDir: string, plan: ImageRet
     for (const v of img.removed) {
       info(`${img.name}: retention removes ${v.version} (${v.commit.slice(0, 12)})`);
       removeWhole(path.join(o.dir, 'images', img.name, v.version));
+      if (v.encrypted) rmSync(path.dirname(privateKeyPath(o.privateDir, img.name, v.version)), { recursive: true, force: true });
     }
   }
   // All at once, then the kept ones again: no prune runs in between (we hold the publish lock),
   // and a crash here only leaves refs the next publish rewrites before it prunes.
   await run('ostree', ['refs', `--repo=${repoDir}`, '--collections', '--delete', KEEP_COLLECTION]);
   for (const img of plan) {
-    for (const v of img.kept) await run('ostree', ['refs', `--repo=${repoDir}`, '--collections', '--force', `--create=${KEEP_COLLECTION}:${img.name}/${v.version}`, v.commit]);
+    for (const v of img.kept.filter((k) => !k.encrypted)) await run('ostree', ['refs', `--repo=${repoDir}`, '--collections', '--force', `--create=${KEEP_COLLECTION}:${img.name}/${v.version}`, v.commit]);
   }
   await run('ostree', ['prune', `--repo=${repoDir}`, '--refs-only', '--depth=0']);
 }
@@ -436,4 +452,21 @@ function removeLeftovers(dir: string): void {
     }
   };
   visit(dir, 2);
+}
+
+const isEncrypted = (m: ImageManifest) => m.outputs?.diskless?.encrypt === true;
+
+/** `private` beside the publish dir (confluent's /var/lib/confluent/{public,private}). */
+export function defaultPrivateDir(publishDir: string): string {
+  return path.join(path.dirname(path.resolve(publishDir)), 'private');
+}
+
+/** The build's key of an encrypted version, copied durably into the private tree (0700 dirs, a 0600 file). */
+function publishKey(it: PublishItem, o: PublishOptions): void {
+  const from = buildKeyPathOf(it.emitted.dir);
+  if (!existsSync(from)) throw new UserError(`${it.manifest.name} ${it.version}: the key of its encrypted root is missing from the build cache (${from}); build it again (treecast build ${it.manifest.name} --force)`);
+  const to = privateKeyPath(o.privateDir, it.manifest.name, it.version);
+  parseKeyFile(readKeyFile(from), from);
+  writeKeyFile(to, readKeyFile(from));
+  for (let d = path.dirname(to); d.startsWith(o.privateDir) && d !== o.privateDir; d = path.dirname(d)) chmodSync(d, 0o700);
 }
