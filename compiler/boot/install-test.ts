@@ -24,11 +24,13 @@ export interface Booted {
   state: string;
   failedUnits: string[];
   seconds: number;
+  /** The guest's hostname when it finished booting (a diskless node's comes from its overlay). */
+  hostname?: string;
 }
 
 export function booted(r: BootResult): Booted {
   const failedUnits = r.lines.map((l) => FAILED_UNIT.exec(l)?.[1]).filter((u): u is string => Boolean(u));
-  return { commit: r.match[1]!, deployment: r.match[2]!, state: r.match[3] ?? 'unknown', failedUnits: [...new Set(failedUnits)], seconds: r.seconds };
+  return { commit: r.match[1]!, deployment: r.match[2]!, state: r.match[3] ?? 'unknown', failedUnits: [...new Set(failedUnits)], seconds: r.seconds, ...(r.match[4] ? { hostname: r.match[4] } : {}) };
 }
 
 export interface PhaseTimings {
@@ -143,6 +145,15 @@ async function removeHostDir(host: Host): Promise<void> {
 }
 
 /** Parse an iPXE script's kernel/initrd lines (URLs and kernel arguments). */
+/** `${name}` replaced by the node's setting, as iPXE expands a script line; an unset setting is an error, not an empty string. */
+export function expandIpxeSettings(text: string, settings: Record<string, string>): string {
+  return text.replace(/\$\{([A-Za-z0-9_.:/-]+)\}/g, (_all, name: string) => {
+    const v = settings[name];
+    if (v === undefined) throw new UserError(`iPXE script uses the setting \${${name}}, which this node does not have`);
+    return v;
+  });
+}
+
 export function parseIpxe(text: string): { kernelUrl: string; initrdUrl: string; args: string[] } {
   const kernel = /^kernel\s+(\S+)\s*(.*)$/m.exec(text);
   const initrd = /^initrd\s+(\S+)/m.exec(text);
@@ -155,8 +166,12 @@ export function parseIpxe(text: string): { kernelUrl: string; initrdUrl: string;
  * fetched over HTTP (as iPXE would), the initrd fetches the squashfs itself.
  * `guestUrl` is the publish URL as the guest sees it (10.0.2.2 under QEMU user networking).
  */
-export async function bootDiskless(ipxe: string, fetchFile: (url: string) => Promise<Buffer>, logFile: string, timeoutMs = 300_000): Promise<Booted> {
-  const p = parseIpxe(ipxe);
+/**
+ * `settings`: iPXE settings the node holds (its embedded script's `set`), expanded
+ * in the script as iPXE does (`${name}`), e.g. treecast-token; `mac`: the node's NIC.
+ */
+export async function bootDiskless(ipxe: string, fetchFile: (url: string) => Promise<Buffer>, logFile: string, timeoutMs = 300_000, node: { settings?: Record<string, string>; mac?: string } = {}): Promise<Booted> {
+  const p = parseIpxe(expandIpxeSettings(ipxe, node.settings ?? {}));
   const dir = mkdtempSync(path.join(process.env.TREECAST_TEST_TMP ?? tmpdir(), 'treecast-diskless-'));
   const kernel = path.join(dir, 'vmlinuz');
   const initrd = path.join(dir, 'initrd.img');
@@ -165,7 +180,7 @@ export async function bootDiskless(ipxe: string, fetchFile: (url: string) => Pro
   try {
     const probed = path.join(dir, 'initrd-with-probe.img');
     await withProbe(initrd, probed);
-    const r = await bootUntilMarker({ kernel: { kernel, initrd: probed, append: [...p.args, 'console=ttyS0'].join(' ') }, marker: MARKER, logFile, timeoutMs });
+    const r = await bootUntilMarker({ kernel: { kernel, initrd: probed, append: [...p.args, 'console=ttyS0'].join(' ') }, marker: MARKER, logFile, timeoutMs, mac: node.mac });
     return booted(r);
   } finally {
     rmSync(dir, { recursive: true, force: true });

@@ -19,7 +19,7 @@ const HERE = path.dirname(fileURLToPath(import.meta.url));
  * The console lines the probe prints: failed units first, then the marker.
  * The state is optional so a console log of an older probe still parses.
  */
-export const MARKER = /IMAGE-BOOTED-([0-9a-f]{64}|unknown) deployment=(ostree|live)(?: state=(\S+))?/;
+export const MARKER = /IMAGE-BOOTED-([0-9a-f]{64}|unknown) deployment=(ostree|live)(?: state=(\S+))?(?: host=(\S+))?/;
 export const FAILED_UNIT = /TREECAST-FAILED-UNIT (\S+)/;
 
 /** dracut sources every *.sh in its hook dirs, which it always creates (lib/ may be a link to usr/lib: the path resolves through it). */

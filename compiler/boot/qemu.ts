@@ -21,6 +21,8 @@ export interface BootSpec {
   memoryMb?: number;
   /** How long the guest may take to power off after the marker (a disk it wrote to must be flushed). Default 15 s. */
   shutdownMs?: number;
+  /** The NIC's MAC address (a node of nodes.yaml); QEMU's default 52:54:00:12:34:56 otherwise. */
+  mac?: string;
 }
 
 export interface BootResult {
@@ -40,7 +42,7 @@ export function qemuArgs(b: BootSpec): string[] {
     '-m', String(b.memoryMb ?? 1536),
     '-nographic', '-no-reboot', '-serial', 'mon:stdio',
     // User networking: the guest reaches the host's 127.0.0.1 as 10.0.2.2, and nothing else.
-    '-netdev', 'user,id=n0', '-device', 'virtio-net-pci,netdev=n0',
+    '-netdev', 'user,id=n0', '-device', `virtio-net-pci,netdev=n0${b.mac ? `,mac=${b.mac}` : ''}`,
     // Without a hardware RNG a TCG guest can wait a minute for entropy before services start.
     '-device', 'virtio-rng-pci',
   ];

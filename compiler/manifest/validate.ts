@@ -48,7 +48,7 @@ export function validateManifest(file: string, repo: string | RepoDirs): Validat
   const schemaDiags = checkSchema('image', root, value);
   if (schemaDiags.length) return { ok: false, file: abs, diagnostics: schemaDiags, files: loaded.manifest.files };
   const { streams: ownStreams, ...manifest } = value as ImageManifest;
-  const semDiags = checkSemantics(manifest, root, dirs);
+  const semDiags = checkSemantics({ ...manifest, ...(ownStreams === undefined ? {} : { streams: ownStreams }) }, root, dirs);
   if (semDiags.length) return { ok: false, file: abs, diagnostics: semDiags, files: loaded.manifest.files };
   // repoDirsOf() opens the repository (a Repo, with its treecast.yaml) when it can; its defaults apply to every image.
   const defaults = (dirs as { config?: RepoConfig }).config?.streams;

@@ -3,7 +3,7 @@
 # never into the image): once boot has finished, report which commit booted
 # and whether the system is healthy, on the serial console, then power off.
 #   TREECAST-FAILED-UNIT <unit>                            (one per failed unit)
-#   IMAGE-BOOTED-<commit> deployment=<live|ostree> state=<running|degraded|...>
+#   IMAGE-BOOTED-<commit> deployment=<live|ostree> state=<running|degraded|...> host=<hostname>
 set -u
 cmdline=$(cat /proc/cmdline)
 
@@ -52,5 +52,7 @@ if [ "$state" != running ]; then
         say "TREECAST-FAILED-UNIT $unit"
     done
 fi
-say "IMAGE-BOOTED-$id deployment=$deployment state=$state"
+# The hostname the system ended up with: a diskless node's comes from its own overlay (nodes.yaml).
+host=$(hostname 2>/dev/null || true)
+say "IMAGE-BOOTED-$id deployment=$deployment state=$state host=${host:-unknown}"
 systemctl --no-block poweroff

@@ -1,0 +1,159 @@
+/**
+ * outputs.diskless.encrypt on a fixture image (test/boot.test.ts boots the
+ * example's encrypted nodes under QEMU): the public tree holds ciphertext
+ * only, the key is in the private tree beside it, stock `openssl enc -d`
+ * opens the root with it, every build makes a new key, retention removes old
+ * keys with their versions, and validation refuses anything that would
+ * publish the image in the clear.
+ */
+import { randomBytes } from 'node:crypto';
+import fs from 'node:fs';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { parseKeyFile } from '../compiler/outputs/encrypt.js';
+import { makeRepo, requireTool, sh, shellTree, squashfsList, type BuiltImage, type Fixture } from './helpers/build-fixture.js';
+
+// Derived from a kernel image like the example diskless-node (a tree base with packages: [] may not have outputs.diskless).
+const KBASE = `name: kbase
+base: { source: tree, path: trees/base }
+automatic-version-prefix: "1"
+`;
+const image = (extra = '') => `name: fleet
+base: { source: image, image: kbase }
+automatic-version-prefix: "1"
+files:
+  - { path: /etc/fleet/canary, source: canary.txt, mode: "0644" }
+outputs:
+  squashfs: { compression: gzip }
+  diskless: { encrypt: true, kernel-args: [panic=10] }
+${extra}`;
+
+/** Every regular file under `dir`, recursively. */
+function filesUnder(dir: string): string[] {
+  const out: string[] = [];
+  for (const e of fs.readdirSync(dir, { withFileTypes: true })) {
+    const p = path.join(dir, e.name);
+    if (e.isDirectory()) out.push(...filesUnder(p));
+    else if (e.isFile()) out.push(p);
+  }
+  return out;
+}
+
+describe('outputs.diskless.encrypt: only ciphertext is public, the key is private', () => {
+  let fx: Fixture;
+  let pub: string;
+  let priv: string;
+  let env: NodeJS.ProcessEnv;
+  let canary: string;
+  let v1: BuiltImage;
+
+  beforeAll(() => {
+    for (const tool of ['ostree', 'mksquashfs', 'unsquashfs', 'openssl']) requireTool(tool);
+    canary = `treecast-canary-${randomBytes(12).toString('hex')}`;
+    fx = makeRepo({
+      prefix: 'encrypted',
+      files: {
+        ...shellTree('trees/base'),
+        // What findKernel takes for a dracut livenet initramfs (the flavor an encrypted root needs).
+        'trees/base/usr/lib/dracut/modules.d/90dmsquash-live/module-setup.sh': '#!/bin/bash\n',
+        'canary.txt': `${canary}\n`,
+        'images/kbase.yaml': KBASE,
+        'images/fleet.yaml': image(),
+        'treecast.yaml': 'publish: { url: "http://10.0.2.2:8080" }\nretention: { keep: 1 }\n',
+      },
+    });
+    pub = path.join(path.dirname(fx.dir), 'public');
+    priv = path.join(path.dirname(fx.dir), 'private');
+    env = { TREECAST_PUBLISH_DIR: pub };
+    const b = fx.cli(['build', '--json', '--no-remote-history'], { env });
+    expect(b.code, b.stderr).toBe(0);
+    v1 = (JSON.parse(b.stdout) as { images: BuiltImage[] }).images.find((i) => i.name === 'fleet')!;
+    const p = fx.cli(['publish'], { env });
+    expect(p.code, p.stderr).toBe(0);
+  }, 180_000);
+
+  afterAll(() => fx?.cleanup());
+
+  it('the build writes rootfs.squashfs.enc and no plaintext squashfs; MANIFEST.json names no packages nor files', () => {
+    const files = fs.readdirSync(v1.outDir);
+    expect(files).toContain('rootfs.squashfs.enc');
+    expect(files).not.toContain('rootfs.squashfs');
+    const m = JSON.parse(fs.readFileSync(path.join(v1.outDir, 'MANIFEST.json'), 'utf8'));
+    expect(m).toMatchObject({ encrypted: true, packages: [], privateFiles: [] });
+    expect(m.artifacts.map((a: { type: string }) => a.type).sort()).toEqual(['initrd', 'ipxe', 'kernel', 'squashfs-encrypted']);
+  });
+
+  it('publishes the key to private/keys/<image>/<version>/rootfs.key (0600 in 0700 dirs), never under the public tree', () => {
+    const key = path.join(priv, 'keys', 'fleet', v1.version, 'rootfs.key');
+    expect(fs.statSync(key).mode & 0o777).toBe(0o600);
+    expect(fs.statSync(path.dirname(key)).mode & 0o777).toBe(0o700);
+    expect(fs.statSync(path.join(priv, 'keys')).mode & 0o777).toBe(0o700);
+    const k = parseKeyFile(fs.readFileSync(key, 'utf8'), key);
+    for (const f of filesUnder(pub)) {
+      const bytes = fs.readFileSync(f);
+      expect(bytes.includes(k.key), `${f} holds the key`).toBe(false);
+      expect(bytes.includes(Buffer.from(k.key, 'hex')), `${f} holds the raw key`).toBe(false);
+    }
+  });
+
+  it('no published byte holds the canary; the commit, a ref and a kickstart of the image are not published', () => {
+    const all = filesUnder(pub);
+    expect(all.length).toBeGreaterThan(5);
+    const hits = all.filter((f) => fs.readFileSync(f).includes(canary));
+    expect(hits, 'published files holding the canary').toEqual([]);
+    expect(fs.existsSync(path.join(pub, 'images', 'fleet', v1.version, 'rootfs.squashfs.enc'))).toBe(true);
+    const refs = sh('ostree', ['refs', `--repo=${path.join(pub, 'repo')}`]);
+    expect(refs).not.toContain('fleet');
+    const show = fs.existsSync(path.join(pub, 'repo', 'objects', v1.commit.slice(0, 2), `${v1.commit.slice(2)}.commit`));
+    expect(show, 'the commit object is in the public repo').toBe(false);
+    expect(fs.existsSync(path.join(pub, 'kickstart', 'fleet.ks'))).toBe(false);
+    const index = JSON.parse(fs.readFileSync(path.join(pub, 'index.json'), 'utf8'));
+    expect(index.images.find((i: { name: string }) => i.name === 'fleet').versions.map((v: { version: string }) => v.version)).toEqual([v1.version]);
+  });
+
+  it('the boot script fetches the ciphertext and names the private key URL and the node token setting, not a token', () => {
+    const ipxe = fs.readFileSync(path.join(pub, 'boot', 'fleet.ipxe'), 'utf8');
+    expect(ipxe).toMatch(new RegExp(`root=live:http://10\\.0\\.2\\.2:8080/images/fleet/${v1.version.replace(/\./g, '\\.')}/rootfs\\.squashfs\\.enc `));
+    expect(ipxe).toContain(`treecast.key=http://10.0.2.2:8080/private/keys/fleet/${v1.version}/rootfs.key`);
+    expect(ipxe).toContain('treecast.token=${treecast-token}');
+  });
+
+  it('stock openssl opens the ciphertext with the private key file; the plaintext matches its sha256 and holds the canary', () => {
+    const k = parseKeyFile(fs.readFileSync(path.join(priv, 'keys', 'fleet', v1.version, 'rootfs.key'), 'utf8'), 'key');
+    const plain = path.join(path.dirname(fx.dir), 'decrypted.squashfs');
+    sh('openssl', ['enc', '-d', '-aes-256-ctr', '-K', k.key, '-iv', k.iv, '-in', path.join(pub, 'images', 'fleet', v1.version, 'rootfs.squashfs.enc'), '-out', plain]);
+    expect(fs.statSync(plain).size).toBe(k.size);
+    expect(sh('sha256sum', [plain]).split(' ')[0]).toBe(k.sha256);
+    expect(squashfsList(plain).has('/etc/fleet/canary')).toBe(true);
+    const out = path.join(path.dirname(fx.dir), 'unsq');
+    sh('unsquashfs', ['-q', '-d', out, plain, '/etc/fleet/canary']);
+    expect(fs.readFileSync(path.join(out, 'etc/fleet/canary'), 'utf8')).toBe(`${canary}\n`);
+  });
+
+  it('a new build gets a new key; retention removes the old version and its key together', () => {
+    const oldKey = fs.readFileSync(path.join(priv, 'keys', 'fleet', v1.version, 'rootfs.key'), 'utf8');
+    fx.write('canary.txt', `${canary} v2\n`);
+    fx.commit('v2');
+    const b = fx.cli(['build', '--json', '--no-remote-history'], { env });
+    expect(b.code, b.stderr).toBe(0);
+    const v2 = (JSON.parse(b.stdout) as { images: BuiltImage[] }).images.find((i) => i.name === 'fleet')!;
+    expect(v2.version).not.toBe(v1.version);
+    const p = fx.cli(['publish'], { env });
+    expect(p.code, p.stderr).toBe(0);
+    const newKey = parseKeyFile(fs.readFileSync(path.join(priv, 'keys', 'fleet', v2.version, 'rootfs.key'), 'utf8'), 'v2 key');
+    expect(newKey.key).not.toBe(parseKeyFile(oldKey, 'v1 key').key);
+    expect(fs.existsSync(path.join(pub, 'images', 'fleet', v1.version))).toBe(false);
+    expect(fs.existsSync(path.join(priv, 'keys', 'fleet', v1.version))).toBe(false);
+    expect(fs.readlinkSync(path.join(pub, 'images', 'fleet', 'latest'))).toBe(v2.version);
+  });
+
+  it('validation refuses every other output and streams of an encrypted image, located and quoted', () => {
+    fx.write('images/fleet.yaml', image('streams:\n  testing: {}\n').replace('outputs:\n', 'outputs:\n  tarball: { compression: zstd }\n  ostree: { bootable: false }\n'));
+    const r = fx.cli(['validate']);
+    expect(r.code).not.toBe(0);
+    expect(r.stderr).toMatch(/images\/fleet\.yaml:\d+:\d+.*"tarball" would publish its content unencrypted/);
+    expect(r.stderr).toMatch(/images\/fleet\.yaml:\d+:\d+.*"ostree" would publish its content unencrypted/);
+    expect(r.stderr).toMatch(/images\/fleet\.yaml:\d+:\d+.*cannot have release streams/);
+    fx.write('images/fleet.yaml', image());
+  });
+});
