@@ -17,6 +17,11 @@ export interface Repo {
   configFile?: string;
   cacheDir: string;
   publishDir: string;
+  /**
+   * The private tree beside the public one (confluent's /var/lib/confluent/private):
+   * node tokens, node overlay archives, image keys. Served only to nodes with a token.
+   */
+  privateDir: string;
   publicUrl: string;
   arch: string;
 }
@@ -64,12 +69,14 @@ export function openRepo(opts: { repo?: string; cwd?: string } = {}): Repo {
   }
   const inRoot = (p: string | undefined, dflt: string) => path.resolve(root, p ?? dflt);
   const fromEnv = (name: string) => (process.env[name] ? path.resolve(process.env[name]!) : undefined);
+  const publishDir = fromEnv('TREECAST_PUBLISH_DIR') ?? inRoot(config.publish?.dir, 'public');
   return {
     root,
     config,
     configFile: existsSync(configFile) ? configFile : undefined,
     cacheDir: fromEnv('TREECAST_CACHE_DIR') ?? inRoot(config['cache-dir'], '.treecast'),
-    publishDir: fromEnv('TREECAST_PUBLISH_DIR') ?? inRoot(config.publish?.dir, 'public'),
+    publishDir,
+    privateDir: fromEnv('TREECAST_PRIVATE_DIR') ?? path.join(path.dirname(publishDir), 'private'),
     publicUrl: config.publish?.url ?? 'http://127.0.0.1:8080',
     arch: config.arch ?? 'x86_64',
   };
@@ -81,10 +88,12 @@ export function repoDirsOf(root: string): RepoDirs {
     return openRepo({ repo: root });
   } catch {
     // An invalid treecast.yaml is reported by whoever opened the repository; the defaults still guard.
+    const publishDir = process.env.TREECAST_PUBLISH_DIR ? path.resolve(process.env.TREECAST_PUBLISH_DIR) : path.resolve(root, 'public');
     return {
       root: path.resolve(root),
       cacheDir: process.env.TREECAST_CACHE_DIR ? path.resolve(process.env.TREECAST_CACHE_DIR) : path.resolve(root, '.treecast'),
-      publishDir: process.env.TREECAST_PUBLISH_DIR ? path.resolve(process.env.TREECAST_PUBLISH_DIR) : path.resolve(root, 'public'),
+      publishDir,
+      privateDir: process.env.TREECAST_PRIVATE_DIR ? path.resolve(process.env.TREECAST_PRIVATE_DIR) : path.join(path.dirname(publishDir), 'private'),
     };
   }
 }
