@@ -142,10 +142,10 @@ describe('nodes.yaml: every bad input is reported at its line, with the value qu
     fx = fleetRepo(text);
     const r = validate(fx);
     expect(r.code).toBe(1);
-    expect(r.stderr).toMatch(new RegExp(`^nodes\\.yaml:2:${colOf(text, 2, 'Node_1')}: nodes\\[0\\]\\.name: .*must be a hostname`, 'm'));
-    expect(r.stderr).toMatch(new RegExp(`^nodes\\.yaml:3:${colOf(text, 3, '"52')}: nodes\\[0\\]\\.mac: .*must be a MAC address`, 'm'));
+    expect(r.stderr).toMatch(new RegExp(`^nodes\\.yaml:2:${colOf(text, 2, 'Node_1')}: nodes\\[0\\]\\.name: "Node_1" is not valid: it must be a hostname`, 'm'));
+    expect(r.stderr).toMatch(new RegExp(`^nodes\\.yaml:3:${colOf(text, 3, '"52')}: nodes\\[0\\]\\.mac: "52:54:00:12:34" is not valid: it must be a MAC address`, 'm'));
     expect(r.stderr).toMatch(/^nodes\.yaml:5:5: nodes\[0\]\.kernel-arg: .*"kernel-arg".*did you mean "kernel-args"/m);
-    expect(r.stderr).toMatch(/^nodes\.yaml:6:\d+: nodes\[1\]: .*image/m);
+    expect(r.stderr).toMatch(/^nodes\.yaml:6:5: nodes\[1\]: missing required key "image"$/m);
   });
 
   it('loadNodes throws a UserError with the diagnostics; plan refuses an invalid nodes.yaml without a stack', () => {

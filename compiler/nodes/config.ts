@@ -53,12 +53,20 @@ export function checkNodes(repo: RepoDirs, images: ValidManifest[]): NodesResult
   if (isBlankYaml(text)) return { ok: true, nodes: [] };
   const parsed = parseYaml(text, NODES_FILE);
   if (!parsed.ok) return { ok: false, diagnostics: parsed.diagnostics };
-  const schemaDiags = checkSchema('nodes', parsed.root);
-  if (schemaDiags.length) return { ok: false, diagnostics: schemaDiags };
   const value = plain(parsed.root) as NodesFile;
+  const schemaDiags = checkSchema('nodes', parsed.root);
+  if (schemaDiags.length) return { ok: false, diagnostics: schemaDiags.map((d) => quoteValue(d, value)) };
   const nodes = (value.nodes ?? []).map(toSpec);
   const diagnostics = checkFleet(repo, nodes, parsed.root, images);
   return diagnostics.length ? { ok: false, diagnostics } : { ok: true, nodes };
+}
+
+/** The schema's own messages for a name or MAC ("must be a hostname: ...") with the value in front. */
+function quoteValue(d: Diagnostic, value: NodesFile): Diagnostic {
+  const m = /^nodes\[(\d+)\]\.(name|mac)$/.exec(d.path ?? '');
+  if (!m || !/^must be/.test(d.message)) return d;
+  const v = (value.nodes?.[Number(m[1])] as Record<string, unknown> | undefined)?.[m[2]!];
+  return v === undefined ? d : { ...d, message: `${JSON.stringify(v)} ${d.message.replace(/^must be/, 'is not valid: it must be')}` };
 }
 
 export function toSpec(n: NonNullable<NodesFile['nodes']>[number]): NodeSpec {

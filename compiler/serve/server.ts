@@ -536,18 +536,18 @@ async function servePrivate(ctx: Context, x: Exchange): Promise<void> {
   const [, area, owner, ...rest] = parsed.segments;
   if (area === 'nodes' && owner !== undefined) {
     if (owner !== node.name) return refuse(`asks for the files of node ${owner}`, node.name);
-    if (rest.length === 1 && rest[0] === 'token') return refuse('the token file is never served', node.name);
+    if (rest.length === 1 && rest[0] === 'token') return refuse('asks for its token file, which is never served', node.name);
   } else if (area === 'keys' && owner !== undefined) {
     if (owner !== node.image) return refuse(`serves image ${node.image}, not ${owner}`, node.name);
   } else {
-    return refuse('is not a node file or an image key', node.name);
+    return refuse("asks for something that is not a node's file or an image key", node.name);
   }
-  if (rest.length === 0 || parsed.trailingSlash) return refuse('directories are never listed', node.name);
+  if (rest.length === 0 || parsed.trailingSlash) return refuse('asks for a directory: directories are never listed', node.name);
   const root = await realDir(ctx.privateDir);
   const target = root === null ? null : await resolveInside(root, parsed.segments.slice(1));
   const st = target === null ? null : await statIfExists(target);
   if (target === null || st === null) return sendText(x, 404, { 'Cache-Control': CACHE_PRIVATE });
-  if (!st.isFile()) return refuse('directories are never listed', node.name);
+  if (!st.isFile()) return refuse('asks for a directory: directories are never listed', node.name);
   return serveFile(x, target, parsed.segments);
 }
 
