@@ -148,6 +148,16 @@ describe('nodes.yaml: every bad input is reported at its line, with the value qu
     expect(r.stderr).toMatch(/^nodes\.yaml:6:5: nodes\[1\]: missing required key "image"$/m);
   });
 
+  it('the private dir (tokens) is never an input: not as a node overlay, not as an image overlay', () => {
+    fx = fleetRepo(GOOD_NODES.replace('overlays: [nodes/common]\n', 'overlays: [private/nodes/node1]\n'));
+    fx.write('private/nodes/node1/token', 'f'.repeat(64) + '\n');
+    fx.write('images/dl.yaml', DISKLESS + 'overlays: [private]\n');
+    const r = validate(fx);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/^nodes\.yaml:10:\d+: nodes\[1\]\.overlays\[0\]: "private\/nodes\/node1" is inside the private dir/m);
+    expect(r.stderr).toMatch(/^images\/dl\.yaml:7:\d+: overlays\[0\]: "private" is the private dir/m);
+  });
+
   it('loadNodes throws a UserError with the diagnostics; plan refuses an invalid nodes.yaml without a stack', () => {
     fx = fleetRepo(GOOD_NODES.replace('image: dl\n    overlays: [nodes/common]', 'image: nope\n    overlays: [nodes/common]'));
     const repo = fx.repo();
