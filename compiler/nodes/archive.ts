@@ -4,7 +4,7 @@
  * The same inputs give the same bytes: names sorted, owners 0/0, one mtime,
  * and no atime/ctime or pid-named pax headers.
  */
-import { closeSync, fsyncSync, mkdtempSync, openSync, readdirSync, rmSync, chmodSync } from 'node:fs';
+import { closeSync, fsyncSync, mkdirSync, mkdtempSync, openSync, readdirSync, rmSync, chmodSync } from 'node:fs';
 import path from 'node:path';
 import { copyTreeInto, mkdirInRoot, writeFileIn } from '../build/rootfs.js';
 import { UserError, withContext } from '../diagnostics.js';
@@ -47,6 +47,7 @@ export function tarArgs(staging: string, dest: string, entries: string[], epoch:
  * can write through an earlier one's link.
  */
 export async function writeNodeArchive(repo: RepoDirs & { config?: { 'source-date-epoch'?: number } }, node: NodeSpec, dest: string): Promise<void> {
+  mkdirSync(path.dirname(dest), { recursive: true, mode: 0o700 });
   const staging = mkdtempSync(path.join(path.dirname(dest), `.node-${node.name}.staging-`));
   const tmp = path.join(path.dirname(dest), `.${path.basename(dest)}.tmp-${process.pid}`);
   try {
