@@ -49,6 +49,8 @@ export interface RepoDirs {
   root: string;
   cacheDir: string;
   publishDir: string;
+  /** Node tokens and keys (Repo.privateDir): guarded when given. */
+  privateDir?: string;
   config?: { signing?: { 'gpg-homedir'?: string } };
 }
 
@@ -79,6 +81,7 @@ export function guardedDirs(repo: RepoDirs): GuardedDir[] {
     { abs: path.resolve(repo.cacheDir), what: 'the cache dir', why: 'it holds build state and the signing key made by treecast keygen' },
     { abs: path.resolve(repo.publishDir), what: 'the publish dir', why: "it is treecast's own output" },
   ];
+  if (repo.privateDir) out.push({ abs: path.resolve(repo.privateDir), what: 'the private dir', why: 'it holds the node tokens and image keys' });
   const dflt = path.join(repo.root, '.treecast');
   if (!out.some((g) => g.abs === dflt)) out.push({ abs: dflt, what: 'the .treecast dir', why: `treecast keygen keeps the secret signing key there` });
   const homedir = repo.config?.signing?.['gpg-homedir'];

@@ -17,7 +17,10 @@ export interface Repo {
   configFile?: string;
   cacheDir: string;
   publishDir: string;
-  /** Beside the publish dir (TREECAST_PRIVATE_DIR overrides): keys and node overlays, served to authenticated nodes only. */
+  /**
+   * The private tree beside the public one (confluent's /var/lib/confluent/private):
+   * node tokens, node overlay archives, image keys. Served only to nodes with a token.
+   */
   privateDir: string;
   publicUrl: string;
   arch: string;
@@ -85,10 +88,12 @@ export function repoDirsOf(root: string): RepoDirs {
     return openRepo({ repo: root });
   } catch {
     // An invalid treecast.yaml is reported by whoever opened the repository; the defaults still guard.
+    const publishDir = process.env.TREECAST_PUBLISH_DIR ? path.resolve(process.env.TREECAST_PUBLISH_DIR) : path.resolve(root, 'public');
     return {
       root: path.resolve(root),
       cacheDir: process.env.TREECAST_CACHE_DIR ? path.resolve(process.env.TREECAST_CACHE_DIR) : path.resolve(root, '.treecast'),
-      publishDir: process.env.TREECAST_PUBLISH_DIR ? path.resolve(process.env.TREECAST_PUBLISH_DIR) : path.resolve(root, 'public'),
+      publishDir,
+      privateDir: process.env.TREECAST_PRIVATE_DIR ? path.resolve(process.env.TREECAST_PRIVATE_DIR) : path.join(path.dirname(publishDir), 'private'),
     };
   }
 }

@@ -16,7 +16,8 @@ export const planCommand: Command = {
     '  --since REV  the commit to compare with',
     'A commit that only changes streams (a promotion or roll-back) affects no image: it is listed under streams.',
     '  --json       {since, changed, affected:[{name, reasons, manifest}], changes:{name: diff},',
-    '                streams:[{image, stream, action, ref, from, to, text}]}',
+    '                streams:[{image, stream, action, ref, from, to, text}], nodes:[{name, image, reasons}]}',
+    'Nodes (nodes.yaml) are affected when their image is, when their entry changed, or a file of their overlays.',
     '  --matrix     GitHub Actions strategy.matrix: {"include":[{"image":..., "manifest":...}]}',
   ].join('\n'),
   options: { since: { type: 'string' }, matrix: { type: 'boolean' } },
@@ -47,6 +48,14 @@ export const planCommand: Command = {
       for (const s of plan.streams) {
         const paint = s.action === 'rollback' || s.action === 'remove' ? c.del : s.action === 'promote' || s.action === 'add' ? c.add : c.chg;
         process.stdout.write(`  ${paint(s.text)}${c.dim(`  (${s.ref})`)}\n`);
+      }
+    }
+    if (plan.nodes.length) {
+      // Nodes need no build: publish writes their overlay archive and boot script again.
+      process.stdout.write(`\nnodes (publish writes their overlay and boot script)\n`);
+      for (const n of plan.nodes) {
+        process.stdout.write(`  ${n.name} (image ${n.image})\n`);
+        for (const r of n.reasons) process.stdout.write(c.dim(`    because ${r}\n`));
       }
     }
     return EXIT.ok;

@@ -9,6 +9,8 @@ import type { ImageManifest, RepoConfig } from '../manifest/types.js';
 import { imageStreams, type ValidManifest } from '../manifest/validate.js';
 import { parseYaml, plain } from '../manifest/yaml.js';
 import type { Repo } from '../repo.js';
+import { affectedNodes, type AffectedNode } from '../nodes/affected.js';
+import { loadNodes, NODES_FILE, toSpec, type NodeSpec, type NodesFile } from '../nodes/config.js';
 import { changedPaths, checkoutAt, type ChangeSet } from './changes.js';
 import { affectedImages, imageInputs, onlyManifestChanged, REPO_CONFIG, type Affected } from './graph.js';
 import { diffManifests, diffStreams, isEmptyDiff, type ManifestDiff, type StreamChange } from './manifest-diff.js';
@@ -21,6 +23,8 @@ export interface ChangePlan {
   changes: Record<string, ManifestDiff>;
   /** Stream changes (promotions, roll-backs, ...): publish moves refs, nothing is built for them. */
   streams: StreamChange[];
+  /** Nodes (nodes.yaml) to publish again: their image is affected, their entry or an overlay of theirs changed. */
+  nodes: AffectedNode[];
 }
 
 export async function planChanges(repo: Repo, images: ValidManifest[], since?: string): Promise<ChangePlan> {
@@ -55,13 +59,35 @@ export async function planChanges(repo: Repo, images: ValidManifest[], since?: s
       before?.cleanup();
     }
   }
+  const nodes = loadNodes(repo, images);
+  let nodesBefore: NodeSpec[] | undefined;
+  if (nodes.length && cs.since && !cs.all && cs.paths.includes(NODES_FILE)) {
+    const before = await checkoutAt(repo.root, cs.since);
+    try {
+      nodesBefore = nodesAt(before.dir);
+    } finally {
+      before.cleanup();
+    }
+  }
   return {
     since: cs.since,
     changed: cs.paths,
     affected: affected.map((a) => ({ ...a, manifest: images.find((i) => i.manifest.name === a.name)!.shown })),
     changes,
     streams,
+    nodes: affectedNodes({ repoRoot: repo.root, nodes, affectedImages: affected.map((a) => a.name), changed: cs.paths, before: nodesBefore, all: cs.all }),
   };
+}
+
+/** nodes.yaml as it was (parsed, not validated: it only tells which entries changed). */
+function nodesAt(root: string): NodeSpec[] {
+  const file = path.join(root, NODES_FILE);
+  if (!existsSync(file)) return [];
+  const parsed = parseYaml(readFileSync(file, 'utf8'), NODES_FILE);
+  if (!parsed.ok) return [];
+  const v = plain(parsed.root) as NodesFile | null;
+  const list = v && typeof v === 'object' && Array.isArray(v.nodes) ? v.nodes : [];
+  return list.filter((n) => n && typeof n.name === 'string' && typeof n.mac === 'string').map(toSpec);
 }
 
 /** The streams an image had at the earlier commit, with that commit's treecast.yaml defaults and arch. */

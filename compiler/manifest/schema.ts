@@ -8,7 +8,7 @@ import { readFileSync } from 'node:fs';
 import { didYouMean, keyPath, type Diagnostic, type Loc } from '../diagnostics.js';
 import type { LNode } from './yaml.js';
 
-const SCHEMAS = { image: 'image.schema.json', treecast: 'treecast.schema.json' } as const;
+const SCHEMAS = { image: 'image.schema.json', treecast: 'treecast.schema.json', nodes: 'nodes.schema.json' } as const;
 type SchemaName = keyof typeof SCHEMAS;
 
 export function loadSchema(name: SchemaName): Record<string, any> {

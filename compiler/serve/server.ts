@@ -12,6 +12,7 @@
  * URL path and can be copied into an nginx `location` block or CDN rule.
  * This server exists so `treecast serve`, CI and tests need nothing but Node.
  */
+import { createHash, timingSafeEqual } from 'node:crypto';
 import fs from 'node:fs';
 import http from 'node:http';
 import path from 'node:path';
@@ -28,6 +29,12 @@ export interface ServeOptions {
   port?: number;
   /** Access-log sink, one line per request; default: stderr. */
   log?: (line: string) => void;
+  /**
+   * The private tree (Repo.privateDir), served under /private/ to nodes
+   * only: a token from private/nodes.json opens the node's own files and
+   * its image's keys, nothing else. Without it, /private/ is refused.
+   */
+  privateDir?: string;
 }
 
 export interface RunningServer {
@@ -96,6 +103,17 @@ interface Context {
   /** realpath of opts.dir; every served file must resolve inside it. */
   root: string;
   log: (line: string) => void;
+  /** Resolved lazily: the private tree may appear after serve starts (first publish). */
+  privateDir?: string;
+  /** private/nodes.json as last read, keyed by its stat. */
+  index?: { key: string; nodes: NodeEntry[] };
+}
+
+/** What serve knows of a node: its image and the sha256 of its token (private/nodes.json). */
+interface NodeEntry {
+  name: string;
+  image: string;
+  tokenSha256: Buffer;
 }
 
 /** One request/response pair plus what the access log needs. */
@@ -131,6 +149,7 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
   const ctx: Context = {
     root: await resolveRoot(opts.dir),
     log: opts.log ?? ((line) => process.stderr.write(line + '\n')),
+    privateDir: opts.privateDir ? path.resolve(opts.privateDir) : undefined,
   };
 
   const server = http.createServer(SERVER_LIMITS, (req, res) => {
@@ -200,6 +219,7 @@ async function route(ctx: Context, x: Exchange): Promise<void> {
     return sendText(x, 405, { Allow: ALLOWED_METHODS });
   }
 
+  if (isPrivateUrl(req.url ?? '')) return servePrivate(ctx, x);
   const parsed = parseRequestPath(req.url ?? '');
   if (typeof parsed === 'number') return sendText(x, parsed);
 
@@ -380,6 +400,7 @@ function strongEtag(st: fs.BigIntStats): string {
 
 function cacheControlFor(segments: string[]): string {
   const [top, area] = segments;
+  if (top === PRIVATE) return CACHE_PRIVATE;
   if (top === 'repo' && (area === 'objects' || area === 'deltas')) return CACHE_IMMUTABLE;
   // repo/summary(.sig), repo/config, repo/refs/**, index.*, boot/*,
   // kickstart/*, images/*/latest/** and everything else: revalidate.
@@ -471,6 +492,109 @@ function parseRange(header: string, size: number): ByteRange | 'unsatisfiable' |
   if (start >= size) return 'unsatisfiable';
   const end = last === '' ? size - 1 : Math.min(Number(last), size - 1);
   return { start, end };
+}
+
+// ---------------------------------------------------------------------------
+// The private tree
+// ---------------------------------------------------------------------------
+
+const PRIVATE = 'private';
+/** A node's overlay or an image key must not sit in any cache between the server and the node. */
+const CACHE_PRIVATE = 'no-store';
+
+/**
+ * Decided on the first raw segment, before the path is parsed: a request
+ * that the public parser would answer with 400 (`..`, `%2f`) must still be
+ * refused and logged as a private one.
+ */
+function isPrivateUrl(rawUrl: string): boolean {
+  const first = rawUrl.replace(/[?#].*$/s, '').split('/').find((p) => p !== '');
+  if (first === undefined) return false;
+  try {
+    return decodeURIComponent(first) === PRIVATE;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * /private/nodes/<own name>/* (except the token) and /private/keys/<own
+ * image>/* for a request with `Authorization: Bearer <token>` whose sha256 is
+ * in nodes.json; everything else is 403 (never 401: there is no login to
+ * offer), logged with the node, the path and why. Nothing here is listed.
+ */
+async function servePrivate(ctx: Context, x: Exchange): Promise<void> {
+  const refuse = (reason: string, node?: string) => {
+    ctx.log(`private: 403 ${x.req.method} ${logSafe(x.req.url)}: ${node ? `node ${node} ` : ''}${reason} [${x.client}]`);
+    sendText(x, 403, { 'Cache-Control': CACHE_PRIVATE });
+  };
+  if (!ctx.privateDir) return refuse('no private dir is served');
+  const parsed = parseRequestPath(x.req.url ?? '');
+  if (typeof parsed === 'number') return refuse('path refused (.., an encoded slash or a dotfile)');
+  const node = await authenticate(ctx, x.req);
+  if (typeof node === 'string') return refuse(node);
+  const [, area, owner, ...rest] = parsed.segments;
+  if (area === 'nodes' && owner !== undefined) {
+    if (owner !== node.name) return refuse(`asks for the files of node ${owner}`, node.name);
+    if (rest.length === 1 && rest[0] === 'token') return refuse('asks for its token file, which is never served', node.name);
+  } else if (area === 'keys' && owner !== undefined) {
+    if (owner !== node.image) return refuse(`serves image ${node.image}, not ${owner}`, node.name);
+  } else {
+    return refuse("asks for something that is not a node's file or an image key", node.name);
+  }
+  if (rest.length === 0 || parsed.trailingSlash) return refuse('asks for a directory: directories are never listed', node.name);
+  const root = await realDir(ctx.privateDir);
+  const target = root === null ? null : await resolveInside(root, parsed.segments.slice(1));
+  const st = target === null ? null : await statIfExists(target);
+  if (target === null || st === null) return sendText(x, 404, { 'Cache-Control': CACHE_PRIVATE });
+  if (!st.isFile()) return refuse('asks for a directory: directories are never listed', node.name);
+  return serveFile(x, target, parsed.segments);
+}
+
+async function realDir(dir: string): Promise<string | null> {
+  try {
+    return await fs.promises.realpath(dir);
+  } catch (err) {
+    if (isNotFoundLike(err)) return null;
+    throw err;
+  }
+}
+
+/** The node whose token the request carries, or why there is none. */
+async function authenticate(ctx: Context, req: http.IncomingMessage): Promise<NodeEntry | string> {
+  const m = /^Bearer +([\x21-\x7e]+) *$/i.exec(req.headers.authorization ?? '');
+  if (!m) return 'no token';
+  const presented = createHash('sha256').update(m[1]!).digest();
+  let found: NodeEntry | undefined;
+  // Every entry is compared, in constant time each: the answer's timing says nothing about the tokens.
+  for (const n of await nodeIndex(ctx)) if (timingSafeEqual(presented, n.tokenSha256)) found ??= n;
+  return found ?? 'unknown token';
+}
+
+/** private/nodes.json, read again when publish replaced it (rename: a new inode and mtime). */
+async function nodeIndex(ctx: Context): Promise<NodeEntry[]> {
+  const file = path.join(ctx.privateDir!, 'nodes.json');
+  let st: fs.Stats;
+  try {
+    st = await fs.promises.stat(file);
+  } catch (err) {
+    if (isNotFoundLike(err)) return [];
+    throw err;
+  }
+  const key = `${st.ino}:${st.size}:${st.mtimeMs}`;
+  if (ctx.index?.key === key) return ctx.index.nodes;
+  let nodes: NodeEntry[] = [];
+  try {
+    const raw = JSON.parse(await fs.promises.readFile(file, 'utf8')) as unknown;
+    if (!Array.isArray(raw)) throw new Error('not a list');
+    nodes = raw
+      .filter((e): e is { name: string; image: string; tokenSha256: string } => typeof e?.name === 'string' && typeof e?.image === 'string' && /^[0-9a-f]{64}$/.test(String(e?.tokenSha256)))
+      .map((e) => ({ name: e.name, image: e.image, tokenSha256: Buffer.from(e.tokenSha256, 'hex') }));
+  } catch (err) {
+    ctx.log(`private: ${file} unreadable, no node is let in: ${errorMessage(err)}`);
+  }
+  ctx.index = { key, nodes };
+  return nodes;
 }
 
 // ---------------------------------------------------------------------------
