@@ -12,7 +12,8 @@ import { openPublishedHistory, type PublishedHistory } from './build/remote-hist
 import { defaultRef } from './images.js';
 import type { ValidManifest } from './manifest/validate.js';
 import { builtItems } from './publish/items.js';
-import { publishOptions, publishWithStreams, type PublishedImage, type PublishOptions } from './publish/publish.js';
+import { publishFleet, publishOptions, publishWithStreams, type PublishedImage, type PublishOptions } from './publish/publish.js';
+import { loadNodes } from './nodes/index.js';
 import { pendingStreamImages, type PublishedStream } from './publish/streams.js';
 import type { Repo } from './repo.js';
 
@@ -38,12 +39,15 @@ export async function buildAndPublish(repo: Repo, all: ValidManifest[], selected
     const upToDate = new Set(result.built.filter((b) => b.upToDate === 'published').map((b) => b.name));
     toPublish = selected.filter((i) => !upToDate.has(i.manifest.name));
   }
-  const opts = publishOptions(repo, o.publish);
+  const opts = publishOptions(repo, { ...o.publish, fleet: { repo, images: all, nodes: loadNodes(repo, all) } });
   const streamOnly = pendingStreamImages(repo, all, opts, new Set(toPublish.map((i) => i.manifest.name)));
   if (toPublish.length || streamOnly.length) {
     const r = await publishWithStreams(toPublish.length ? await builtItems(repo, toPublish) : [], opts, streamOnly);
     result.published = r.images;
     result.streams = r.streams;
+  } else {
+    // Nothing new to publish; a node added to nodes.yaml still gets its files.
+    await publishFleet(opts);
   }
   return result;
 }

@@ -2,8 +2,11 @@
  * Hosts boot what we publish (issues "Artifacts", "Hosts boot" and "Real hosts"): the
  * example Debian images are built for real (mmdebstrap), published, served on
  * 127.0.0.1, and booted under QEMU (TCG):
- *   - diskless-node: the published iPXE script's kernel + initrd; the initrd
- *     fetches the squashfs over HTTP (guest sees the host as 10.0.2.2);
+ *   - the diskless fleet: node1 and node2 of nodes.yaml boot their own published
+ *     iPXE scripts (kernel + initrd); each initrd fetches the encrypted squashfs
+ *     over HTTP (guest sees the host as 10.0.2.2), the key and its node overlay
+ *     from the private tree with the node's token, and comes up with its own
+ *     hostname; no published byte holds a canary file of the image;
  *   - edge-host as a real host: its published disk image (outputs.disk) boots
  *     from SeaBIOS + extlinux (no -kernel); from inside, the host upgrades
  *     itself to v2 through the static delta, boots it, rolls back, boots v1
@@ -18,7 +21,8 @@
  * the deployment's /etc; the images carry no test hook).
  */
 import { spawn } from 'node:child_process';
-import { copyFileSync, cpSync, existsSync, mkdirSync, readdirSync, symlinkSync, mkdtempSync, readFileSync, rmSync, writeFileSync, appendFileSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { copyFileSync, cpSync, existsSync, mkdirSync, readdirSync, readlinkSync, symlinkSync, mkdtempSync, readFileSync, rmSync, writeFileSync, appendFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { simpleGit } from 'simple-git';
@@ -60,6 +64,8 @@ async function ok(args: string[], repo: string) {
 let work: string;
 let repo: string;
 let pub: string;
+let priv: string;
+let canary: string;
 let server: RunningServer;
 const access: string[] = [];
 let guestUrl: string;
@@ -73,8 +79,13 @@ beforeAll(async () => {
   pub = path.join(work, 'public');
   mkdirSync(pub);
   // The project's own example repository, copied so v2 can change an overlay file.
-  for (const d of ['images', 'overlays', 'files']) cpSync(path.join(PROJECT_ROOT, d), path.join(repo, d), { recursive: true, verbatimSymlinks: true });
-  server = await startServer({ dir: pub, port: 0, log: (l) => access.push(l) });
+  for (const d of ['images', 'overlays', 'files', 'nodes', 'nodes.yaml']) cpSync(path.join(PROJECT_ROOT, d), path.join(repo, d), { recursive: true, verbatimSymlinks: true });
+  // A canary only the encrypted diskless image holds: no byte of the public tree may contain it.
+  canary = `treecast-canary-${randomBytes(12).toString('hex')}`;
+  const diskless = path.join(repo, 'images/diskless-node.yaml');
+  writeFileSync(diskless, readFileSync(diskless, 'utf8').replace('files:\n', `files:\n  - { path: /etc/treecast/canary, content: "${canary}\\n", mode: "0600" }\n`));
+  priv = path.join(work, 'private');
+  server = await startServer({ dir: pub, privateDir: priv, port: 0, log: (l) => access.push(l) });
   guestUrl = `http://10.0.2.2:${server.port}`;
   // The publish dir is outside the repository: the operator's choice (TREECAST_PUBLISH_DIR), never treecast.yaml's.
   writeFileSync(path.join(repo, 'treecast.yaml'), `publish: { url: "${guestUrl}" }\nretention: { keep: 3 }\n`);
@@ -101,18 +112,76 @@ async function fetchPublished(url: string): Promise<Buffer> {
 
 const publishedCommit = (name: string) => JSON.parse(readFileSync(path.join(pub, 'images', name, 'latest', 'MANIFEST.json'), 'utf8')).commit as string;
 
-describe('diskless boot over HTTP', () => {
-  it('boots the published iPXE bundle of diskless-node; the initrd fetches the squashfs from 127.0.0.1', async () => {
-    const ipxe = readFileSync(path.join(pub, 'boot', 'diskless-node.ipxe'), 'utf8');
-    expect(ipxe).toMatch(/root=live:http:\/\/10\.0\.2\.2:\d+\/images\/diskless-node\/[^/]+\/rootfs\.squashfs/);
+/** Every regular file under `dir`, recursively. */
+function filesUnder(dir: string): string[] {
+  const out: string[] = [];
+  for (const e of readdirSync(dir, { withFileTypes: true })) {
+    const p = path.join(dir, e.name);
+    if (e.isDirectory()) out.push(...filesUnder(p));
+    else if (e.isFile()) out.push(p);
+  }
+  return out;
+}
+
+describe('a diskless fleet: two nodes boot one encrypted image with their own scripts, keys and overlays', () => {
+  const nodes = [
+    { name: 'node1', mac: '52:54:00:00:00:01' },
+    { name: 'node2', mac: '52:54:00:00:00:02' },
+  ];
+  const token = (name: string) => readFileSync(path.join(priv, 'nodes', name, 'token'), 'utf8').trim();
+  const timings: Record<string, number> = {};
+
+  for (const node of nodes) {
+    it(`${node.name} boots boot/nodes/${node.name}.ipxe: fetches the ciphertext, its key and its overlay from 127.0.0.1, reports its own hostname`, async () => {
+      const ipxe = readFileSync(path.join(pub, 'boot', 'nodes', `${node.name}.ipxe`), 'utf8');
+      expect(ipxe).toMatch(/root=live:http:\/\/10\.0\.2\.2:\d+\/images\/diskless-node\/[^/]+\/rootfs\.squashfs\.enc /);
+      expect(ipxe).toContain('treecast.token=${treecast-token}');
+      expect(ipxe, 'a token in the public boot script').not.toContain(token(node.name));
+      const before = access.length;
+      // The node's own iPXE holds its token (`set treecast-token ...` in its embedded script): iPXE expands it.
+      const r = await bootDiskless(ipxe, fetchPublished, path.join(ARTIFACTS, `boot-${node.name}.log`), 600_000, { settings: { 'treecast-token': token(node.name) }, mac: node.mac });
+      timings[node.name] = r.seconds;
+      expect(r).toMatchObject({ deployment: 'live', state: 'running', failedUnits: [], hostname: node.name });
+      expect(r.commit).toBe(publishedCommit('diskless-node'));
+      const served = access.slice(before);
+      writeFileSync(path.join(ARTIFACTS, `${node.name}-access.log`), served.join('\n'));
+      // The guest itself fetched the ciphertext, its key and its overlay over HTTP.
+      expect(served.some((l) => /GET \/images\/diskless-node\/[^ ]+\/rootfs\.squashfs\.enc" 200/.test(l)), served.join('\n')).toBe(true);
+      expect(served.some((l) => /GET \/private\/keys\/diskless-node\/[^ ]+\/rootfs\.key" 200/.test(l)), served.join('\n')).toBe(true);
+      expect(served.some((l) => new RegExp(`GET /private/nodes/${node.name}/overlay\\.tar" 200`).test(l)), served.join('\n')).toBe(true);
+      console.log(`${node.name}: encrypted diskless boot to marker ${r.seconds.toFixed(1)} s`);
+    }, 900_000);
+  }
+
+  it('the key and the overlays are refused (403, logged) without the node token, with another node\'s token, and the token file never', async () => {
+    const version = readlinkSync(path.join(pub, 'images', 'diskless-node', 'latest'));
+    const key = `${server.url}/private/keys/diskless-node/${version}/rootfs.key`;
+    const get = async (url: string, tok?: string) => (await fetch(url, tok ? { headers: { authorization: `Bearer ${tok}` } } : {})).status;
     const before = access.length;
-    const r = await bootDiskless(ipxe, fetchPublished, path.join(ARTIFACTS, 'boot-diskless-node.log'));
-    expect(r).toMatchObject({ deployment: 'live', state: 'running', failedUnits: [] });
-    expect(r.commit).toBe(publishedCommit('diskless-node'));
-    // The guest itself fetched the root filesystem over HTTP.
-    expect(access.slice(before).some((l) => /GET \/images\/diskless-node\/[^ ]+\/rootfs\.squashfs" 20[06]/.test(l))).toBe(true);
-    console.log(`diskless boot to marker: ${r.seconds.toFixed(1)} s`);
-  }, 600_000);
+    expect(await get(key)).toBe(403);
+    expect(await get(key, 'not-a-token')).toBe(403);
+    expect(await get(`${server.url}/private/nodes/node2/overlay.tar`, token('node1'))).toBe(403);
+    expect(await get(`${server.url}/private/nodes/node1/token`, token('node1'))).toBe(403);
+    expect(await get(key, token('node1'))).toBe(200);
+    const refusals = access.slice(before).filter((l) => /403/.test(l));
+    expect(refusals.length, access.slice(before).join('\n')).toBeGreaterThanOrEqual(4);
+  });
+
+  it('no byte of the public tree holds the canary file of the encrypted image, nor a node token or the key', () => {
+    const version = readlinkSync(path.join(pub, 'images', 'diskless-node', 'latest'));
+    const keyText = readFileSync(path.join(priv, 'keys', 'diskless-node', version, 'rootfs.key'), 'utf8');
+    const secrets = [canary, ...nodes.map((n) => token(n.name)), /^key=(.*)$/m.exec(keyText)![1]!];
+    const files = filesUnder(pub);
+    expect(files.length).toBeGreaterThan(20);
+    let bytes = 0;
+    for (const f of files) {
+      const b = readFileSync(f);
+      bytes += b.length;
+      for (const secret of secrets) expect(b.includes(secret), `${f} holds a secret`).toBe(false);
+    }
+    // The plaintext exists (the guest read it): the canary is in the image, only not readable from the public tree.
+    console.log(`public tree: ${files.length} files, ${bytes} bytes searched; fleet boots`, timings);
+  });
 });
 
 describe('the installer tarball, installed the way image-deploy does it', () => {

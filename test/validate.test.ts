@@ -355,7 +355,7 @@ describe('the examples in images/ are valid', () => {
 
   it('treecast validate exits 0', () => {
     const r = runCli(['validate', '--repo', PROJECT_ROOT]);
-    expect(r.stderr).toBe(`${examples.length} image manifest(s) valid\n`);
+    expect(r.stderr).toBe(`${examples.length} image manifest(s) valid, 2 node(s) in nodes.yaml\n`);
     expect(r.code).toBe(0);
   });
 

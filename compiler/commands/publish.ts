@@ -3,7 +3,8 @@ import path from 'node:path';
 import { EXIT, UsageError } from '../diagnostics.js';
 import { defaultRef, loadImages } from '../images.js';
 import { builtItems, notBuiltError, type UpToDateItem } from '../publish/items.js';
-import { publishOptions, publishWithStreams, type PublishItem } from '../publish/publish.js';
+import { publishFleet, publishOptions, publishWithStreams, type PublishItem } from '../publish/publish.js';
+import { loadNodes } from '../nodes/index.js';
 import { pendingStreamImages, refCommit } from '../publish/streams.js';
 import { checkDestination, downloadTree, parseDestination, uploadTree } from '../publish/upload.js';
 import { terminal } from '../progress.js';
@@ -37,7 +38,7 @@ export const publishCommand: Command = {
   options: { from: { type: 'string', multiple: true }, dir: { type: 'string' }, url: { type: 'string' }, 'gpg-key': { type: 'string' }, 'gpg-homedir': { type: 'string' }, to: { type: 'string' } },
   async run(ctx) {
     const repo = openRepo({ repo: ctx.repo });
-    const { selected } = loadImages(repo, ctx.positionals);
+    const { all, selected } = loadImages(repo, ctx.positionals);
     const v = ctx.values;
     if (v['gpg-homedir'] && !v['gpg-key']) throw new UsageError('--gpg-homedir needs --gpg-key');
     // Checked before any work: a bad DEST is a usage error, not a failure after a long publish.
@@ -48,6 +49,8 @@ export const publishCommand: Command = {
     if (v['gpg-key']) overrides.key = { keyId: String(v['gpg-key']), homedir: path.resolve(String(v['gpg-homedir'] ?? path.join(process.env.HOME ?? '/root', '.gnupg'))) };
     // Test hook for test/publish-crash.test.ts, not a user option: SIGKILL ourselves after a phase.
     if (process.env.TREECAST_TEST_CRASH_AFTER) overrides.crashAfter = process.env.TREECAST_TEST_CRASH_AFTER;
+    // Every publish re-renders the fleet's files (nodes.yaml) for the latest version of each node's image.
+    overrides.fleet = { repo, images: all, nodes: loadNodes(repo, all) };
     const opts = publishOptions(repo, overrides);
     if (to) await checkDestination(opts.dir, to);
     const from = (v.from as string[] | undefined)?.map((d) => path.resolve(d));
@@ -69,6 +72,7 @@ export const publishCommand: Command = {
     // chosen the way ci chooses them; those of the published items ride along with them.
     const streamOnly = pendingStreamImages(repo, selected, opts, new Set(items.map((i) => i.manifest.name)));
     const result = items.length || streamOnly.length ? await publishWithStreams(items, opts, streamOnly) : { images: [], streams: [] };
+    if (!items.length && !streamOnly.length) await publishFleet(opts);
     const published = result.images;
     const streams = result.streams.filter((x) => x.moved);
     // Also with nothing new: DEST catches up with the local tree. Nothing at all published anywhere: nothing to upload.

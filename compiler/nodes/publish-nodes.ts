@@ -46,7 +46,9 @@ export const nodeOverlayUrl = (publicUrl: string, name: string) => `${publicUrl.
 
 /** The node's iPXE script (pure). */
 export function nodeBootScript(node: NodeSpec, boot: NodeBoot, publicUrl: string): string {
-  const args = [...boot.args, ...node.kernelArgs, `treecast.node=${node.name}`, `treecast.node-overlay=${nodeOverlayUrl(publicUrl, node.name)}`, 'treecast.token=${treecast-token}'];
+  const token = 'treecast.token=${treecast-token}';
+  // An encrypted image's boot already asks for the token (for its key): once is enough.
+  const args = [...boot.args, ...node.kernelArgs, `treecast.node=${node.name}`, `treecast.node-overlay=${nodeOverlayUrl(publicUrl, node.name)}`, ...(boot.args.includes(token) ? [] : [token])];
   return ['#!ipxe', `# treecast node ${node.name} (${node.mac}): image ${node.image}`, `kernel ${boot.kernelUrl} initrd=initrd.img ${args.join(' ')}`, `initrd ${boot.initrdUrl}`, 'boot', ''].join('\n');
 }
 

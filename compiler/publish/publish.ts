@@ -38,6 +38,8 @@ import { hasCommit, publishedVersions, refCommit, repoStreams, streamTargetsIn, 
 import { streamFiles } from '../manifest/streams.js';
 import { UserError } from '../diagnostics.js';
 import { replaceSymlinkDurable, writeFileDurable } from '../durable.js';
+import { publishNodes, type NodeBoot, type NodeSpec } from '../nodes/index.js';
+import type { ValidManifest } from '../manifest/validate.js';
 import { buildKeyPathOf, parseKeyFile, privateKeyPath, readKeyFile, writeKeyFile } from '../outputs/encrypt.js';
 
 export interface PublishItem {
@@ -68,6 +70,11 @@ export interface PublishOptions {
   streams?: Record<string, ImageStreamDecl>;
   /** Test hook: stop (as if killed) right after the named phase. */
   crashAfter?: string;
+  /**
+   * The diskless fleet (nodes.yaml): after the images, every node gets its boot
+   * script and overlay for the latest published version of its image.
+   */
+  fleet?: { repo: Repo; images: ValidManifest[]; nodes: NodeSpec[] };
 }
 
 export interface PublishedImage {
@@ -246,6 +253,7 @@ async function publishLocked(items: PublishItem[], o: PublishOptions, streamImag
     }
   }
   for (const { target: t, manifest: m } of streamPlan) writeStreamFiles(o, m, t);
+  await writeFleet(o);
   crashPoint(o, 'links');
 
   // 4. refs, summary, catalog; only then retention, and the summary again.
@@ -455,6 +463,32 @@ function removeLeftovers(dir: string): void {
 }
 
 const isEncrypted = (m: ImageManifest) => m.outputs?.diskless?.encrypt === true;
+
+/**
+ * Each node's boot script (public) and overlay archive and token (private),
+ * for the latest published version of its image: on every publish, so a
+ * node added to nodes.yaml without any image change gets its files too.
+ */
+async function writeFleet(o: PublishOptions): Promise<void> {
+  if (!o.fleet?.nodes.length) return;
+  const boots = new Map<string, NodeBoot>();
+  for (const name of new Set(o.fleet.nodes.map((n) => n.image))) {
+    const m = o.fleet.images.find((i) => i.manifest.name === name)?.manifest;
+    const vm = readManifestJson(path.join(o.dir, 'images', name, 'latest'));
+    if (!m?.outputs?.diskless || !vm?.artifacts.some((a) => a.file === 'vmlinuz')) continue;
+    const b = disklessBoot({ ...m, 'kernel-args': vm.kernelArgs }, kernelFromManifest(vm), o.url, vm.commit, vm.version);
+    boots.set(name, { kernelUrl: b.kernelUrl, initrdUrl: b.initrdUrl, args: b.args });
+  }
+  const nodes = await publishNodes({ repo: o.fleet.repo, nodes: o.fleet.nodes, publishDir: o.dir, privateDir: o.privateDir, publicUrl: o.url, boots });
+  for (const n of nodes) info(`node ${n.name} (${n.mac}): ${n.bootScript}, image ${n.image}`);
+}
+
+/** Only the fleet's files (nodes.yaml changed, no image to publish), under the publish lock. */
+export async function publishFleet(o: PublishOptions): Promise<void> {
+  if (!o.fleet?.nodes.length) return;
+  mkdirSync(o.dir, { recursive: true });
+  await withPublishLock(o.dir, () => writeFleet(o));
+}
 
 /** `private` beside the publish dir (confluent's /var/lib/confluent/{public,private}). */
 export function defaultPrivateDir(publishDir: string): string {
