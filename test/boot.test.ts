@@ -20,7 +20,7 @@
  * the initramfs it appends, or for the disk host from a test driver placed in
  * the deployment's /etc; the images carry no test hook).
  */
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { copyFileSync, cpSync, existsSync, mkdirSync, readdirSync, readlinkSync, symlinkSync, mkdtempSync, readFileSync, rmSync, writeFileSync, appendFileSync } from 'node:fs';
 import os from 'node:os';
@@ -179,6 +179,14 @@ describe('a diskless fleet: two nodes boot one encrypted image with their own sc
       bytes += b.length;
       for (const secret of secrets) expect(b.includes(secret), `${f} holds a secret`).toBe(false);
     }
+    // The initramfs is public and compressed: search its content too (after any uncompressed early cpio, a zstd stream).
+    const initrd = readFileSync(path.join(pub, 'images', 'diskless-node', version, 'initrd.img'));
+    const zstdAt = initrd.indexOf(Buffer.from([0x28, 0xb5, 0x2f, 0xfd]));
+    expect(zstdAt, 'a zstd stream in initrd.img').toBeGreaterThanOrEqual(0);
+    const unpacked = spawnSync('zstd', ['-dc'], { input: initrd.subarray(zstdAt), maxBuffer: 1 << 30 });
+    expect(unpacked.status, String(unpacked.stderr)).toBe(0);
+    expect(unpacked.stdout.length).toBeGreaterThan(initrd.length);
+    for (const secret of secrets) expect(unpacked.stdout.includes(secret), 'the initramfs holds a secret').toBe(false);
     // The plaintext exists (the guest read it): the canary is in the image, only not readable from the public tree.
     console.log(`public tree: ${files.length} files, ${bytes} bytes searched; fleet boots`, timings);
   });
