@@ -67,40 +67,38 @@ export const XATTR_LIST_ARGS = ['--recursive', '--no-dereference', '--match=-', 
 export interface XattrEntry {
   /** Relative to the listed directory ("./etc/x"); undefined when the name is not UTF-8. */
   path?: string;
-  /** As getfattr prints it (octal escapes kept), for messages. */
+  /** For messages (bytes that are not UTF-8 shown as U+FFFD). */
   printed: string;
   names: string[];
 }
 
-/** getfattr escapes a backslash as `\\` and any byte it cannot print as `\ooo`. */
+/**
+ * getfattr escapes a backslash as `\\\\` and control bytes as `\\ooo`; other
+ * bytes come as they are. `s` holds bytes as latin1 characters (one each).
+ */
 function unescapeGetfattr(s: string): Buffer {
-  const bytes: number[] = [];
-  const raw = Buffer.from(s, 'utf8');
-  for (let i = 0; i < raw.length; i++) {
-    if (raw[i] === 0x5c && raw[i + 1] === 0x5c) {
-      bytes.push(0x5c);
-      i++;
-    } else if (raw[i] === 0x5c && /^[0-7]{3}$/.test(raw.subarray(i + 1, i + 4).toString('latin1'))) {
-      bytes.push(parseInt(raw.subarray(i + 1, i + 4).toString('latin1'), 8));
-      i += 3;
-    } else bytes.push(raw[i]!);
-  }
-  return Buffer.from(bytes);
+  const out = s.replace(/\\(\\|[0-7]{3})/g, (_, e: string) => (e === '\\' ? '\\' : String.fromCharCode(parseInt(e, 8) & 0xff)));
+  return Buffer.from(out, 'latin1');
 }
 
+/** The name as a string, or undefined when its bytes are not UTF-8 (a program's argv could not carry it). */
 function utf8(b: Buffer): string | undefined {
   const s = b.toString('utf8');
   return Buffer.from(s, 'utf8').equals(b) ? s : undefined;
 }
 
-/** Parse getfattr's listing: `# file: NAME`, then one xattr name a line, then a blank line. Pure. */
-export function parseXattrListing(out: string): XattrEntry[] {
+/**
+ * Parse getfattr's listing (its stdout as bytes): `# file: NAME`, then one
+ * xattr name a line, then a blank line. Pure.
+ */
+export function parseXattrListing(out: Buffer): XattrEntry[] {
   const entries: XattrEntry[] = [];
   let cur: XattrEntry | undefined;
-  for (const line of out.split('\n')) {
+  for (const line of out.toString('latin1').split('\n')) {
     if (line.startsWith('# file: ')) {
       const printed = line.slice('# file: '.length);
-      cur = { path: utf8(unescapeGetfattr(printed)), printed, names: [] };
+      const name = unescapeGetfattr(printed);
+      cur = { path: utf8(name), printed: name.toString('utf8'), names: [] };
       entries.push(cur);
     } else if (line && cur) {
       const name = utf8(unescapeGetfattr(line));
@@ -134,7 +132,7 @@ const SETFATTR_BATCH = 1000;
  * build rather than the commit carrying its xattrs.
  */
 export async function stripXattrs(root: string, signal?: AbortSignal): Promise<number> {
-  const list = async () => parseXattrListing((await run('getfattr', XATTR_LIST_ARGS, { cwd: root, signal, progress: false })).stdout);
+  const list = async () => parseXattrListing((await run('getfattr', XATTR_LIST_ARGS, { cwd: root, signal, progress: false, binary: true })).stdoutBytes ?? Buffer.alloc(0));
   const found = await list();
   if (!found.length) return 0;
   const byName = new Map<string, string[]>();
