@@ -204,6 +204,12 @@ describe('layered commits: hardlink checkouts and overlays give the commits of f
     fs.writeFileSync(path.join(root, 'f'), 'f\n');
     fs.chmodSync(path.join(root, 'f'), 0o4755);
     fs.symlinkSync('/etc/passwd', path.join(root, 'l')); // a link to the host: never followed
+    // Nor is a link to a directory outside the root descended.
+    const outside = path.join(w, 'outside');
+    fs.mkdirSync(outside);
+    fs.writeFileSync(path.join(outside, 'f'), 'outside\n');
+    sh('setfattr', ['-n', 'user.outside', '-v', '1', path.join(outside, 'f')]);
+    fs.symlinkSync(outside, path.join(root, 'd/out'));
     fs.writeFileSync(path.join(root, 'd', odd), 'odd\n');
     // Stands for an object of the build repository that the root is a hardlink checkout of.
     const object = path.join(w, 'object');
@@ -231,6 +237,7 @@ describe('layered commits: hardlink checkouts and overlays give the commits of f
     expect(fs.readFileSync(path.join(root, 'd/sub/linked'), 'utf8')).toBe('object\n');
     expect(fs.statSync(path.join(root, 'f')).mode & 0o7777).toBe(0o4755);
     expect(fs.readlinkSync(path.join(root, 'l'))).toBe('/etc/passwd');
+    expect(sh('getfattr', ['--only-values', '-n', 'user.outside', path.join(outside, 'f')])).toBe('1');
     expect(await stripXattrs(root)).toBe(0);
 
     // A name setfattr cannot be given fails the build: its xattrs never reach a commit.

@@ -65,7 +65,7 @@ export async function commitTree(ctx: BuildContext, info: CommitInfo): Promise<s
 export const XATTR_LIST_ARGS = ['--recursive', '--no-dereference', '--match=-', '--', '.'];
 
 export interface XattrEntry {
-  /** Relative to the listed directory ("./etc/x"); undefined when the name is not UTF-8. */
+  /** Relative to the listed directory ("etc/x", "." for itself); undefined when the name is not UTF-8. */
   path?: string;
   /** For messages (bytes that are not UTF-8 shown as U+FFFD). */
   printed: string;
@@ -115,14 +115,15 @@ const SETFATTR_BATCH = 1000;
 /**
  * Remove every xattr of every file, link and directory of the image root
  * before it is committed, so that the commit records none: what the overlay
- * leaves on what it copied up (trusted.overlay.origin, ...), what a
- * postprocess script set (user.*), what the host adds (inherited ACLs).
+ * leaves on what it copied up (trusted.overlay.origin on files, with some
+ * kernels and options), what a postprocess script set (user.*), what the
+ * host adds (inherited ACLs).
  * security.capability goes too: commits made with --no-xattrs never carried
  * file capabilities, and keeping them now would change what an image means
  * (a capability an image needs is set at boot, or the binary stays setuid).
  *
  * The whole root is listed, not only what a step changed: one llistxattr per
- * entry, 0.2 s for 64,557 entries (docs/layers.md), and nothing a step did
+ * entry, 0.3 s for 64,557 entries (docs/layers.md), and nothing a step did
  * can slip past it. Files still hardlinked to repository objects carry no
  * xattr (the repository's commits were made without), so only what changed
  * has anything to remove; an entry with xattrs and more than one link gets
@@ -138,7 +139,11 @@ export async function stripXattrs(root: string, signal?: AbortSignal): Promise<n
   const byName = new Map<string, string[]>();
   for (const e of found) {
     if (e.path === undefined || unshareForXattrsIn(root, e.path)) continue;
-    for (const name of e.names) byName.set(name, [...(byName.get(name) ?? []), e.path]);
+    for (const name of e.names) {
+      const paths = byName.get(name) ?? [];
+      paths.push(e.path);
+      byName.set(name, paths);
+    }
   }
   for (const [name, paths] of byName) {
     for (let i = 0; i < paths.length; i += SETFATTR_BATCH) {
