@@ -37,6 +37,8 @@ export const PROVIDERS: Record<string, string> = {
   flock: 'util-linux',
   setpriv: 'util-linux',
   systemctl: 'systemd',
+  getfattr: 'attr',
+  setfattr: 'attr',
 };
 
 export interface RunOptions {

@@ -23,7 +23,7 @@ import { mksquashfsArgs } from '../compiler/outputs/squashfs.js';
 import { compressArgs, tarArgs, tarball, tarballFile } from '../compiler/outputs/tarball.js';
 import type { Repo } from '../compiler/repo.js';
 import { aptArchiveCache, baseDebian, mmdebstrapArgs } from '../compiler/steps/base-debian.js';
-import { commitArgs, commitTree } from '../compiler/steps/commit.js';
+import { XATTR_LIST_ARGS, commitArgs, commitTree } from '../compiler/steps/commit.js';
 import { sandboxArgs } from '../compiler/steps/packages.js';
 import { postprocess } from '../compiler/steps/postprocess.js';
 import { globToRegExp } from '../compiler/steps/remove-files.js';
@@ -147,7 +147,9 @@ describe('commitArgs and commitTree', () => {
     expect(args).toContain('--timestamp=@1700000000');
     expect(args).toContain('--subject=edge 7.0.2');
     expect(args).toContain(`--parent=${info.parent}`);
-    expect(args).toContain('--no-xattrs');
+    // The root's xattrs are stripped before (stripXattrs), so ostree may skip hardlinked files.
+    expect(args).not.toContain('--no-xattrs');
+    expect(args).toContain('--link-checkout-speedup');
     const meta = args.filter((a) => a.startsWith('--add-metadata-string=')).map((a) => a.slice('--add-metadata-string='.length));
     expect(meta).toEqual([
       'version=7.0.2',
@@ -176,15 +178,19 @@ describe('commitArgs and commitTree', () => {
     expect(tupleArrayVariant([], 2)).toBe('@a(ss) []');
   });
 
-  it('commitTree runs ostree commit and returns the checksum it prints', async () => {
-    const calls = stubRunner(() => ({ stdout: `${'e'.repeat(64)}\n` }));
+  it('commitTree lists the root\'s xattrs, then runs ostree commit and returns the checksum it prints', async () => {
+    const calls = stubRunner((c) => ({ stdout: c.cmd === 'ostree' ? `${'e'.repeat(64)}\n` : '' }));
     const ctx = ctxFor(m({}));
     await expect(commitTree(ctx, info)).resolves.toBe('e'.repeat(64));
-    expect(calls.map((c) => [c.cmd, c.args])).toEqual([['ostree', commitArgs(ctx, info)]]);
+    expect(calls.map((c) => [c.cmd, c.args])).toEqual([
+      ['getfattr', XATTR_LIST_ARGS],
+      ['ostree', commitArgs(ctx, info)],
+    ]);
+    expect(calls[0]!.opts.cwd).toBe(ctx.root);
   });
 
   it('a failing ostree commit is a CommandError naming the command and its stderr', async () => {
-    stubRunner(() => ({ exitCode: 1, stderr: 'error: Writing content object: No space left on device\n' }));
+    stubRunner((c) => (c.cmd === 'ostree' ? { exitCode: 1, stderr: 'error: Writing content object: No space left on device\n' } : {}));
     await expect(commitTree(ctxFor(m({})), info)).rejects.toThrow(/command failed with exit code 1: ostree commit .*\n.*No space left on device/s);
   });
 });

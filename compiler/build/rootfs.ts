@@ -245,6 +245,34 @@ function unshare(host: string, st: Stats): void {
   renameSync(tmp, host);
 }
 
+/**
+ * Before its xattrs are removed (stripXattrs in compiler/steps/commit.ts): an entry with
+ * more than one link may share its inode with an object of the build
+ * repository, and a removexattr through it would change that object. Give
+ * such a regular file or symlink an inode of its own; the new one carries no
+ * xattr at all (Node copies bytes, owner and mode only), so nothing is left to
+ * remove from it. ostree does not record hardlinks, so the commit is the same.
+ * `rel` is a path from a walk of the root that never follows links.
+ * Returns whether the entry was replaced.
+ */
+export function unshareForXattrsIn(root: string, rel: string): boolean {
+  const host = resolveInRoot(root, rel);
+  const st = lstatSync(host, { throwIfNoEntry: false });
+  if (!st || st.nlink < 2 || host === root) return false;
+  if (st.isFile()) {
+    unshare(host, st);
+    return true;
+  }
+  if (st.isSymbolicLink()) {
+    const tmp = `${host}.treecast-unshare`;
+    symlinkSync(readlinkSync(host), tmp);
+    lchownSync(tmp, st.uid, st.gid);
+    renameSync(tmp, host);
+    return true;
+  }
+  return false;
+}
+
 /** Remove a whole image root, the root directory itself included (a base step starts it again). */
 export function removeRootDir(root: string): void {
   rmSync(root, { recursive: true, force: true });
