@@ -249,7 +249,8 @@ async function buildOne(repo: Repo, all: ValidManifest[], image: ValidManifest, 
   }
 
   const steps = planSteps(m);
-  await requirePrograms(['ostree', ...steps.flatMap((st) => st.tools)]);
+  // getfattr/setfattr: the commit strips xattrs from the root first (steps/commit.ts stripXattrs).
+  await requirePrograms(['ostree', 'getfattr', 'setfattr', ...steps.flatMap((st) => st.tools)]);
 
   const tmpRoot = path.join(repo.cacheDir, 'tmp');
   mkdirSync(tmpRoot, { recursive: true });
