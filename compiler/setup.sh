@@ -10,7 +10,7 @@ PACKAGES=(
   ostree mmdebstrap squashfs-tools zstd tar gnupg bubblewrap git
   qemu-system-x86 e2fsprogs xz-utils gzip cpio erofs-utils
   fdisk extlinux syslinux-common
-  chromium ca-certificates curl busybox-static systemd util-linux rsync attr
+  chromium ca-certificates curl openssl busybox-static systemd util-linux rsync attr
 )
 
 missing=()

@@ -5,6 +5,8 @@ import { printJson, type Command } from './command.js';
 /** Programs treecast drives, and what each is for. */
 const TOOLS: [string, string][] = [
   ['ostree', 'commits, repositories, deploys'],
+  ['getfattr', 'strips xattrs before a commit (with setfattr)'],
+  ['setfattr', 'strips xattrs before a commit'],
   ['mmdebstrap', 'Debian root filesystems'],
   ['mksquashfs', 'squashfs artifacts'],
   ['zstd', 'tarball compression'],
@@ -18,6 +20,8 @@ const TOOLS: [string, string][] = [
   ['git', 'change detection, commit metadata'],
   ['qemu-system-x86_64', 'boot tests (install-test)'],
   ['mkfs.ext4', 'boot test disks (install-test)'],
+  ['sfdisk', 'disk images (outputs.disk)'],
+  ['extlinux', 'the bootloader of disk images'],
 ];
 
 export const doctorCommand: Command = {
