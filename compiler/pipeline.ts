@@ -6,9 +6,9 @@
  * manifests say (a promotion or roll-back commit; also a failed run's).
  */
 import path from 'node:path';
-import { buildImages, localRepoPath, type BuildOptions, type ImageBuildResult } from './build/build.js';
-import { revParse } from './build/ostree.js';
-import { openPublishedHistory, type PublishedHistory } from './build/remote-history.js';
+import { buildImages, localRepoPath, type BuildOptions, type ImageBuildResult } from './compile/build.js';
+import { revParse } from './compile/ostree.js';
+import { openPublishedHistory, type PublishedHistory } from './compile/remote-history.js';
 import { defaultRef } from './images.js';
 import type { ValidManifest } from './manifest/validate.js';
 import { builtItems } from './publish/items.js';

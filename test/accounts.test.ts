@@ -9,8 +9,8 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { idChanges, idsOf, packageChange } from '../compiler/build/account-ids.js';
-import { planAccounts, sysusersLines, sysusersNames } from '../compiler/build/accounts.js';
+import { idChanges, idsOf, packageChange } from '../compiler/compile/account-ids.js';
+import { planAccounts, sysusersLines, sysusersNames } from '../compiler/compile/accounts.js';
 import { startServe, stopServe, type ServeProcess } from './helpers/serve.js';
 import { makeRepo, ostreeCat, requireTool, sh, shellTree, type BuiltImage, type Fixture } from './helpers/build-fixture.js';
 

@@ -14,7 +14,7 @@ import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { buildImages, buildLockPath } from '../compiler/build/build.js';
+import { buildImages, buildLockPath } from '../compiler/compile/build.js';
 import { formatReport, gcCommand } from '../compiler/commands/gc.js';
 import { UsageError, UserError } from '../compiler/diagnostics.js';
 import { loadImages } from '../compiler/images.js';

@@ -16,7 +16,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ensureRepoMode, repoMode } from '../compiler/build/ostree.js';
+import { ensureRepoMode, repoMode } from '../compiler/compile/ostree.js';
 import { UserError } from '../compiler/diagnostics.js';
 import { XATTR_LIST_ARGS, commitArgs, parseXattrListing, stripXattrs } from '../compiler/steps/commit.js';
 import type { BuildContext } from '../compiler/steps/step.js';

@@ -12,8 +12,8 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { emitImage, outRoot } from '../compiler/build/emit.js';
-import type { ImageBuildResult } from '../compiler/build/build.js';
+import { emitImage, outRoot } from '../compiler/compile/emit.js';
+import type { ImageBuildResult } from '../compiler/compile/build.js';
 import { setPipeRunner, setRunner, type PipeRunner, type Runner } from '../compiler/exec.js';
 import type { ImageManifest } from '../compiler/manifest/types.js';
 import { FIXTURE_EPOCH, makeRepo, requireTool, sh, shellTree, tmpEntries, type BuiltImage, type Fixture } from './helpers/build-fixture.js';

@@ -12,7 +12,7 @@ import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { parseLogHistory, planHistory, type HistoryInput } from '../compiler/build/remote-history.js';
+import { parseLogHistory, planHistory, type HistoryInput } from '../compiler/compile/remote-history.js';
 import { STACK_TRACE } from './helpers/cli.js';
 import { settledAccessLines, startServe, stopServe, type ServeProcess as Server } from './helpers/serve.js';
 import { makeRepo, ostreeCat, ostreeMeta, revParse, sh, shellTree, type BuiltImage as FixtureBuiltImage, type Fixture } from './helpers/build-fixture.js';

@@ -1,5 +1,5 @@
 import { EXIT } from '../diagnostics.js';
-import { buildImages } from '../build/build.js';
+import { buildImages } from '../compile/build.js';
 import { loadImages } from '../images.js';
 import { interruptSignal } from '../interrupt.js';
 import { openRepo } from '../repo.js';

@@ -1,5 +1,5 @@
 import path from 'node:path';
-import { localRepoPath } from '../build/build.js';
+import { localRepoPath } from '../compile/build.js';
 import { EXIT, UsageError, UserError } from '../diagnostics.js';
 import { assertResolved, describeFileChange, diffCommits, resolveSpec, versionDirsFor } from '../gitops/commit-diff.js';
 import { ansiColors, plainColors } from '../gitops/manifest-diff.js';

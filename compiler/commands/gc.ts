@@ -1,5 +1,5 @@
 import { EXIT, UsageError } from '../diagnostics.js';
-import { humanSize } from '../build/emit.js';
+import { humanSize } from '../compile/emit.js';
 import { runGc, type GcReport } from '../gc/run.js';
 import { CATEGORIES } from '../gc/plan.js';
 import { loadImages } from '../images.js';

@@ -1,6 +1,6 @@
 import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
-import { revParse } from '../build/ostree.js';
+import { revParse } from '../compile/ostree.js';
 import { EXIT, UsageError, UserError } from '../diagnostics.js';
 import { adoptHost, bootHost, destroyHost, installHost, remoteFromKickstart, type Booted, type PhaseTimings } from '../boot/install-test.js';
 import type { Remote } from '../boot/sysroot.js';

@@ -1,7 +1,7 @@
 import { rmdirSync, statSync } from 'node:fs';
 import path from 'node:path';
-import { hostPathExists } from '../build/host-files.js';
-import { readdirIn } from '../build/rootfs.js';
+import { hostPathExists } from '../compile/host-files.js';
+import { readdirIn } from '../compile/rootfs.js';
 import { EXIT, UsageError, UserError } from '../diagnostics.js';
 import { interruptSignal } from '../interrupt.js';
 import { openRepo } from '../repo.js';

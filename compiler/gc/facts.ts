@@ -6,9 +6,9 @@
  */
 import { existsSync, lstatSync, readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
-import { isRealDir, localRepoPath, OUT_LEFTOVER } from '../build/build.js';
-import { readManifestJson } from '../build/emit.js';
-import { commitMetadata } from '../build/ostree.js';
+import { isRealDir, localRepoPath, OUT_LEFTOVER } from '../compile/build.js';
+import { readManifestJson } from '../compile/emit.js';
+import { commitMetadata } from '../compile/ostree.js';
 import { run } from '../exec.js';
 import { defaultRef } from '../images.js';
 import type { ValidManifest } from '../manifest/validate.js';

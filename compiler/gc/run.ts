@@ -5,8 +5,8 @@
  */
 import { existsSync, rmSync } from 'node:fs';
 import path from 'node:path';
-import { buildLockPath, localRepoPath, removeBuildLeftovers } from '../build/build.js';
-import { removeWhole } from '../build/emit.js';
+import { buildLockPath, localRepoPath, removeBuildLeftovers } from '../compile/build.js';
+import { removeWhole } from '../compile/emit.js';
 import { requirePrograms, run } from '../exec.js';
 import { info, warn } from '../log.js';
 import { withLock } from '../lock.js';

@@ -5,8 +5,8 @@
  */
 import path from 'node:path';
 import { existsSync } from 'node:fs';
-import { commitMetadata, parseTupleArray, revParse } from '../build/ostree.js';
-import { readManifestJson } from '../build/emit.js';
+import { commitMetadata, parseTupleArray, revParse } from '../compile/ostree.js';
+import { readManifestJson } from '../compile/emit.js';
 import { UserError } from '../diagnostics.js';
 import { run } from '../exec.js';
 import type { PackageChanges } from '../publish/catalog.js';

@@ -3,7 +3,7 @@
  * question "which images does this set of changed paths affect, and why".
  */
 import path from 'node:path';
-import { inputPaths } from '../build/input-hash.js';
+import { inputPaths } from '../compile/input-hash.js';
 import type { ValidManifest } from '../manifest/validate.js';
 
 export interface ImageInputs {

@@ -1,7 +1,7 @@
 /** What a change does: affected images with reasons and a semantic manifest diff each. */
 import path from 'node:path';
 import { existsSync, readFileSync } from 'node:fs';
-import { canonicalJson } from '../build/input-hash.js';
+import { canonicalJson } from '../compile/input-hash.js';
 import { defaultRef } from '../images.js';
 import { loadManifest } from '../manifest/load.js';
 import { mergeStreams, resolveStreams } from '../manifest/streams.js';

@@ -3,7 +3,7 @@
  * its image, its own nodes.yaml entry, and the files of its overlays.
  */
 import path from 'node:path';
-import { canonicalJson } from '../build/input-hash.js';
+import { canonicalJson } from '../compile/input-hash.js';
 import type { NodeSpec } from './config.js';
 
 export interface AffectedNode {

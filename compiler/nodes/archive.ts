@@ -6,7 +6,7 @@
  */
 import { closeSync, fsyncSync, mkdirSync, mkdtempSync, openSync, readdirSync, rmSync, chmodSync } from 'node:fs';
 import path from 'node:path';
-import { copyTreeInto, mkdirInRoot, writeFileIn } from '../build/rootfs.js';
+import { copyTreeInto, mkdirInRoot, writeFileIn } from '../compile/rootfs.js';
 import { UserError, withContext } from '../diagnostics.js';
 import { renameDurable } from '../durable.js';
 import { run } from '../exec.js';

@@ -1,5 +1,5 @@
 import path from 'node:path';
-import { fileSha256, hostFileSize } from '../build/host-files.js';
+import { fileSha256, hostFileSize } from '../compile/host-files.js';
 import type { Artifact } from './output.js';
 
 export { fileSha256 };

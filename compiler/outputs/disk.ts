@@ -17,7 +17,7 @@
  * file system, loop-mounts the partition for a moment.
  */
 import path from 'node:path';
-import { ensureDir, hostPathExists, removeHostFile, writeHostFile } from '../build/host-files.js';
+import { ensureDir, hostPathExists, removeHostFile, writeHostFile } from '../compile/host-files.js';
 import { UserError } from '../diagnostics.js';
 import { run } from '../exec.js';
 import { exportPublicKey } from '../publish/gpg.js';

@@ -1,6 +1,6 @@
 import path from 'node:path';
-import { copyFileOut } from '../build/rootfs.js';
-import { writeHostFile } from '../build/host-files.js';
+import { copyFileOut } from '../compile/rootfs.js';
+import { writeHostFile } from '../compile/host-files.js';
 import { UserError } from '../diagnostics.js';
 import type { ImageManifest } from '../manifest/types.js';
 import { describeArtifact } from './artifact.js';

@@ -6,13 +6,13 @@
  * checkout, what finalize did for OSTree: the kernel back in /boot, /var's
  * content back from the factory dir, /home & co. real directories again, no
  * /ostree or /sysroot; and it adds the /curtin directory image-deploy requires.
- * Every path goes through build/rootfs.ts: the copy is image content.
+ * Every path goes through compile/rootfs.ts: the copy is image content.
  */
 import { UserError } from '../diagnostics.js';
 import { FACTORY_VAR, VAR_LINKS } from '../steps/finalize.js';
 import {
   lstatIn, mkdirInRoot, readdirIn, readlinkIn, readTextIn, removeInRoot, renameIn, rmdirIn, symlinkIn,
-} from '../build/rootfs.js';
+} from '../compile/rootfs.js';
 import type { KernelInfo } from './output.js';
 
 const TMPFILES_VAR = '/usr/lib/tmpfiles.d/treecast-var.conf';

@@ -16,7 +16,7 @@ export interface Artifact {
 
 export interface KernelInfo {
   version: string;
-  /** Image paths inside the checkout (`tree`), read through build/rootfs.ts. */
+  /** Image paths inside the checkout (`tree`), read through compile/rootfs.ts. */
   vmlinuz: string;
   initramfs: string;
   /** Which initramfs the image boots diskless with, from what is installed in it. */

@@ -1,7 +1,7 @@
 import path from 'node:path';
 import { run, runPipe } from '../exec.js';
-import { renameHostFile, writeHostFile } from '../build/host-files.js';
-import { removeRootDir } from '../build/rootfs.js';
+import { renameHostFile, writeHostFile } from '../compile/host-files.js';
+import { removeRootDir } from '../compile/rootfs.js';
 import { UserError } from '../diagnostics.js';
 import type { ImageManifest } from '../manifest/types.js';
 import { describeArtifact } from './artifact.js';

@@ -3,8 +3,8 @@
  * the MANIFEST.json files that are actually published (the tree is the truth).
  * Pure functions over data; publish.ts does the reading and writing.
  */
-import type { ImageManifestJson } from '../build/emit.js';
-import type { PrivateFile } from '../build/private-files.js';
+import type { ImageManifestJson } from '../compile/emit.js';
+import type { PrivateFile } from '../compile/private-files.js';
 
 export interface PackageChanges {
   added: { name: string; version: string }[];

@@ -1,9 +1,9 @@
 /** What publish takes: each selected image's built commit and its emitted artifacts. */
 import path from 'node:path';
-import { localRepoPath } from '../build/build.js';
-import { historyRepoPath, PUBLISHED_REMOTE } from '../build/remote-history.js';
-import { outRoot, readManifestJson } from '../build/emit.js';
-import { commitMetadata, revParse } from '../build/ostree.js';
+import { localRepoPath } from '../compile/build.js';
+import { historyRepoPath, PUBLISHED_REMOTE } from '../compile/remote-history.js';
+import { outRoot, readManifestJson } from '../compile/emit.js';
+import { commitMetadata, revParse } from '../compile/ostree.js';
 import { UserError } from '../diagnostics.js';
 import { defaultRef } from '../images.js';
 import { info } from '../log.js';

@@ -1,4 +1,4 @@
-import type { ImageManifestJson } from '../build/emit.js';
+import type { ImageManifestJson } from '../compile/emit.js';
 import type { KernelInfo } from '../outputs/output.js';
 
 /**

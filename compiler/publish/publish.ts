@@ -21,9 +21,9 @@
  */
 import { chmodSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import path from 'node:path';
-import type { EmitResult } from '../build/emit.js';
-import { readManifestJson, removeWhole, swapIntoPlace } from '../build/emit.js';
-import { ensureRepo, revParse } from '../build/ostree.js';
+import type { EmitResult } from '../compile/emit.js';
+import { readManifestJson, removeWhole, swapIntoPlace } from '../compile/emit.js';
+import { ensureRepo, revParse } from '../compile/ostree.js';
 import { run } from '../exec.js';
 import { info, warn } from '../log.js';
 import type { ImageManifest } from '../manifest/types.js';

@@ -14,8 +14,8 @@
  */
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
-import type { ImageManifestJson } from '../build/emit.js';
-import { readManifestJson } from '../build/emit.js';
+import type { ImageManifestJson } from '../compile/emit.js';
+import { readManifestJson } from '../compile/emit.js';
 import { defaultRef, validateAll } from '../images.js';
 import { compareVersions, isOwnRef, type ResolvedStream } from '../manifest/streams.js';
 import type { ImageManifest } from '../manifest/types.js';

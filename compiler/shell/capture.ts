@@ -8,8 +8,8 @@
 import path from 'node:path';
 import yaml from 'js-yaml';
 import type { Stats } from 'node:fs';
-import { ensureDir, hostPathExists, writeHostFile } from '../build/host-files.js';
-import { chmodIn, lstatIn, mkdirInRoot, readdirIn, readFileIn, readlinkIn, symlinkIn, walkTree, writeFileIn } from '../build/rootfs.js';
+import { ensureDir, hostPathExists, writeHostFile } from '../compile/host-files.js';
+import { chmodIn, lstatIn, mkdirInRoot, readdirIn, readFileIn, readlinkIn, symlinkIn, walkTree, writeFileIn } from '../compile/rootfs.js';
 import { UserError } from '../diagnostics.js';
 import { VAR_LINKS } from '../steps/finalize.js';
 import { planCapture, type CapturePlan, type FsNode } from './capture-plan.js';

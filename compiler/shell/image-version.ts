@@ -7,12 +7,12 @@
  * --from DIR only DIR/repo and DIR/images.
  */
 import path from 'node:path';
-import { localRepoPath } from '../build/build.js';
-import { lstatIn, removeInRoot, renameIn } from '../build/rootfs.js';
+import { localRepoPath } from '../compile/build.js';
+import { lstatIn, removeInRoot, renameIn } from '../compile/rootfs.js';
 import { EXIT, UserError } from '../diagnostics.js';
 import { run } from '../exec.js';
 import { resolveSpec } from '../gitops/commit-diff.js';
-import { hostPathExists } from '../build/host-files.js';
+import { hostPathExists } from '../compile/host-files.js';
 import { defaultRef, loadImages } from '../images.js';
 import type { ImageManifest } from '../manifest/types.js';
 import type { Repo } from '../repo.js';

@@ -11,9 +11,9 @@
  */
 import { mkdtempSync, readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
-import { ensureDir } from '../build/host-files.js';
-import { repoMode } from '../build/ostree.js';
-import { existsIn, mergedListings, removeRootDir } from '../build/rootfs.js';
+import { ensureDir } from '../compile/host-files.js';
+import { repoMode } from '../compile/ostree.js';
+import { existsIn, mergedListings, removeRootDir } from '../compile/rootfs.js';
 import { UserError } from '../diagnostics.js';
 import { run } from '../exec.js';
 import type { Repo } from '../repo.js';

@@ -1,8 +1,8 @@
-import { canonicalJson, sha256, BUILDER_VERSION } from '../build/input-hash.js';
-import { revParse } from '../build/ostree.js';
-import { removeSpecialFilesIn, rmdirIn, removeRootDir } from '../build/rootfs.js';
+import { canonicalJson, sha256, BUILDER_VERSION } from '../compile/input-hash.js';
+import { revParse } from '../compile/ostree.js';
+import { removeSpecialFilesIn, rmdirIn, removeRootDir } from '../compile/rootfs.js';
 import { checkoutBase } from './layer.js';
-import { ensureDir } from '../build/host-files.js';
+import { ensureDir } from '../compile/host-files.js';
 import os from 'node:os';
 import path from 'node:path';
 import { withLock } from '../lock.js';

@@ -1,7 +1,7 @@
 import { UserError } from '../diagnostics.js';
 import { checkoutBase } from './layer.js';
-import { revParse } from '../build/ostree.js';
-import { isDirIn, lstatIn, readdirIn, removeInRoot, renameIn, rmdirIn } from '../build/rootfs.js';
+import { revParse } from '../compile/ostree.js';
+import { isDirIn, lstatIn, readdirIn, removeInRoot, renameIn, rmdirIn } from '../compile/rootfs.js';
 import { FACTORY_VAR } from './finalize.js';
 import type { Step } from './step.js';
 

@@ -1,5 +1,5 @@
 import { UserError } from '../diagnostics.js';
-import { copyTreeInto } from '../build/rootfs.js';
+import { copyTreeInto } from '../compile/rootfs.js';
 import { resolveRepoInput } from '../paths.js';
 import type { Step } from './step.js';
 

@@ -1,8 +1,8 @@
 import { run } from '../exec.js';
 import { UserError } from '../diagnostics.js';
 import { debug } from '../log.js';
-import { tupleArrayVariant } from '../build/ostree.js';
-import { unshareForXattrsIn } from '../build/rootfs.js';
+import { tupleArrayVariant } from '../compile/ostree.js';
+import { unshareForXattrsIn } from '../compile/rootfs.js';
 import type { BuildContext } from './step.js';
 
 export interface CommitInfo {

@@ -1,5 +1,5 @@
 import { UserError } from '../diagnostics.js';
-import { copyFileIn, symlinkIn, writeFileIn } from '../build/rootfs.js';
+import { copyFileIn, symlinkIn, writeFileIn } from '../compile/rootfs.js';
 import type { FileEntry } from '../manifest/types.js';
 import { resolveRepoInput, type RepoDirs } from '../paths.js';
 import { accountPlan } from './users.js';

@@ -5,8 +5,8 @@ import { hasKernel } from '../manifest/semantic.js';
 import {
   emptyDirIn, isDirIn, isFileIn, lstatIn, mkdirInRoot, readdirIn, readFileIn, readTextIn, removeInRoot,
   removeSpecialFilesIn, renameIn, replaceWithLinkIn, writeFileIn,
-} from '../build/rootfs.js';
-import { ensureDir, writeHostFile } from '../build/host-files.js';
+} from '../compile/rootfs.js';
+import { ensureDir, writeHostFile } from '../compile/host-files.js';
 import type { Package, Step } from './step.js';
 import { accountsForUpgrades } from './users.js';
 

@@ -5,7 +5,7 @@
  * then write through one of those files, or the cached object (and every
  * later build from it) would change:
  *
- * - treecast's own steps go through build/rootfs.ts, which replaces files and
+ * - treecast's own steps go through compile/rootfs.ts, which replaces files and
  *   unshares a linked file before a chmod/chown;
  * - code it does not control (apt, postprocess scripts, dracut) runs in its
  *   sandbox on an overlayfs whose lower layer is the root: a write copies the
@@ -13,8 +13,8 @@
  */
 import path from 'node:path';
 import { run } from '../exec.js';
-import { ensureDir } from '../build/host-files.js';
-import { applyUpperIn, mergedListings, removeRootDir } from '../build/rootfs.js';
+import { ensureDir } from '../compile/host-files.js';
+import { applyUpperIn, mergedListings, removeRootDir } from '../compile/rootfs.js';
 import type { BuildContext } from './step.js';
 
 /** Check `rev` out as the image root (which must not exist yet). */
@@ -29,7 +29,7 @@ export async function checkoutBase(ctx: BuildContext, rev: string): Promise<void
  * a file of the root: an overlay (upper and work dirs in the build's scratch
  * space, on the same filesystem, so folding back is a rename). The overlay
  * is unmounted even when `fn` fails; an interrupted build's mount is
- * removed by the next build (unmountLeftovers in build/build.ts).
+ * removed by the next build (unmountLeftovers in compile/build.ts).
  *
  * redirect_dir=off and metacopy=off keep the upper dir plain: a renamed
  * directory is copied (rename(2) says EXDEV and `mv` copies), and a chmod

@@ -1,8 +1,8 @@
 import path from 'node:path';
 import { run, type RunResult } from '../exec.js';
 import { UserError } from '../diagnostics.js';
-import { existsIn } from '../build/rootfs.js';
-import { copyHostFile, hostPathExists, removeHostFile } from '../build/host-files.js';
+import { existsIn } from '../compile/rootfs.js';
+import { copyHostFile, hostPathExists, removeHostFile } from '../compile/host-files.js';
 import { locate } from '../manifest/schema.js';
 import { repoInputPath } from '../paths.js';
 import { hostProcEntries, sandboxArgs, type Bind } from './sandbox.js';

@@ -1,4 +1,4 @@
-import { removeInRoot, walkIn } from '../build/rootfs.js';
+import { removeInRoot, walkIn } from '../compile/rootfs.js';
 import type { Step } from './step.js';
 
 /** `/usr/share/doc/**` style globs -> a RegExp over image paths. Pure. */

@@ -29,7 +29,7 @@
  */
 import path from 'node:path';
 import { UserError } from '../diagnostics.js';
-import { hostPathExists } from '../build/host-files.js';
+import { hostPathExists } from '../compile/host-files.js';
 
 /**
  * Capabilities kept inside the sandbox, each because dpkg/apt (or a

@@ -1,12 +1,12 @@
 /**
- * A build step: one module each, run in the fixed order of compiler/build/plan.ts.
+ * A build step: one module each, run in the fixed order of compiler/compile/plan.ts.
  * Steps act on ctx.root (the image root on the build host) and never spawn
  * processes except through compiler/exec.ts.
  */
 import type { ImageManifest } from '../manifest/types.js';
 import type { ValidManifest } from '../manifest/validate.js';
 import type { Repo } from '../repo.js';
-import type { AccountPlan } from '../build/accounts.js';
+import type { AccountPlan } from '../compile/accounts.js';
 
 export interface Package {
   name: string;
@@ -25,7 +25,7 @@ export interface BuildContext {
   root: string;
   /** Scratch space for this build; removed afterwards. */
   workDir: string;
-  /** Local OSTree repository (bare, see LOCAL_REPO_MODE in build/build.ts) the image is committed to. */
+  /** Local OSTree repository (bare, see LOCAL_REPO_MODE in compile/build.ts) the image is committed to. */
   localRepo: string;
   /** SOURCE_DATE_EPOCH for everything this build writes. */
   epoch: number;
@@ -36,7 +36,7 @@ export interface BuildContext {
    * `hardlinks`: the root starts as a hardlink checkout of the base commit, and
    * nothing may write through a file of it (rootfs.ts replaces, sandboxed
    * steps write to an overlay: layer.ts). `copy`: the old full byte copy, for
-   * the equivalence test only (checkoutMode() in build/build.ts). Default: hardlinks.
+   * the equivalence test only (checkoutMode() in compile/build.ts). Default: hardlinks.
    */
   checkout?: 'hardlinks' | 'copy';
   /** Filled by the users step, read by later steps. */

@@ -1,6 +1,6 @@
 import { UserError } from '../diagnostics.js';
 import { run } from '../exec.js';
-import { existsIn, lstatIn, mkdirInRoot, symlinkIn, walkIn } from '../build/rootfs.js';
+import { existsIn, lstatIn, mkdirInRoot, symlinkIn, walkIn } from '../compile/rootfs.js';
 import type { Step } from './step.js';
 
 /**

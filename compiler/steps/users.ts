@@ -1,7 +1,7 @@
 import path from 'node:path';
-import { idChanges, idsOf, packageChange, previousImageOf, type IdChange } from '../build/account-ids.js';
-import { planAccounts, sysusersLines, sysusersNames, systemAccountNames, type AccountFiles } from '../build/accounts.js';
-import { chmodIn, copyDirWithinIn, existsIn, isDirIn, lchownIn, mkdirInRoot, readdirIn, readTextIn, removeInRoot, writeFileIn } from '../build/rootfs.js';
+import { idChanges, idsOf, packageChange, previousImageOf, type IdChange } from '../compile/account-ids.js';
+import { planAccounts, sysusersLines, sysusersNames, systemAccountNames, type AccountFiles } from '../compile/accounts.js';
+import { chmodIn, copyDirWithinIn, existsIn, isDirIn, lchownIn, mkdirInRoot, readdirIn, readTextIn, removeInRoot, writeFileIn } from '../compile/rootfs.js';
 import { UserError, type Diagnostic } from '../diagnostics.js';
 import { locate } from '../manifest/schema.js';
 import type { BuildContext, Step } from './step.js';

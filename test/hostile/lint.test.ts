@@ -1,8 +1,8 @@
 /**
  * The confinement rule, made visible: build steps and outputs never touch the
- * file system themselves. Image paths go through compiler/build/rootfs.ts
+ * file system themselves. Image paths go through compiler/compile/rootfs.ts
  * (resolved inside the root, links re-rooted), host files (caches, scratch,
- * artifact staging) through compiler/build/host-files.ts. A new step that
+ * artifact staging) through compiler/compile/host-files.ts. A new step that
  * imports node:fs and joins `ctx.root` by hand fails here, not in production.
  */
 import fs from 'node:fs';
@@ -34,12 +34,12 @@ describe('lint: steps and outputs reach files only through rootfs.ts and host-fi
   it.each(sources())('%s imports neither node:fs nor a process API', (file) => {
     const text = fs.readFileSync(path.join(PROJECT_ROOT, file), 'utf8');
     const offending = text.split('\n').filter((l) => FS_IMPORT.test(l) || PROCESS_IMPORT.test(l));
-    expect(offending, `${file} must use compiler/build/rootfs.ts (image paths), compiler/build/host-files.ts (host files) and compiler/exec.ts (programs)`).toEqual([]);
+    expect(offending, `${file} must use compiler/compile/rootfs.ts (image paths), compiler/compile/host-files.ts (host files) and compiler/exec.ts (programs)`).toEqual([]);
   });
 
   it('the rule itself catches the forms an import can take', () => {
     for (const bad of [`import { rmSync } from 'node:fs';`, `import fs from "fs";`, `import { readFile } from 'node:fs/promises';`, `const fs = await import('node:fs');`]) expect(FS_IMPORT.test(bad), bad).toBe(true);
-    expect(FS_IMPORT.test(`import { writeFileIn } from '../build/rootfs.js';`)).toBe(false);
+    expect(FS_IMPORT.test(`import { writeFileIn } from '../compile/rootfs.js';`)).toBe(false);
     expect(PROCESS_IMPORT.test(`import { spawn } from 'node:child_process';`)).toBe(true);
   });
 });

@@ -11,9 +11,9 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { privateFiles, privateFilesFromOstreeLs, type PrivateFile } from '../../compiler/build/private-files.js';
+import { privateFiles, privateFilesFromOstreeLs, type PrivateFile } from '../../compiler/compile/private-files.js';
 import { buildCatalog, renderIndexHtml } from '../../compiler/publish/catalog.js';
-import type { ImageManifestJson } from '../../compiler/build/emit.js';
+import type { ImageManifestJson } from '../../compiler/compile/emit.js';
 import { deployedLayout, makeRepo, ostreeLs, requireTool, shellTree, squashfsList, type BuiltImage, type Fixture, type Listing } from '../helpers/build-fixture.js';
 import { makeCanaries, type Canaries } from './canary.js';
 

@@ -1,5 +1,5 @@
 /**
- * Every operation of compiler/build/rootfs.ts against an image root full of
+ * Every operation of compiler/compile/rootfs.ts against an image root full of
  * links that point at the build host (canaries outside the root): writes,
  * replaces, renames, removes, chmod/chown, reads and copies out all stay
  * inside the root, and no canary byte, mode or owner changes.
@@ -12,7 +12,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import {
   chmodIn, copyDirWithinIn, copyFileIn, copyFileOut, emptyDirIn, isFileIn, lchownIn, mkdirInRoot, readFileIn,
   readdirIn, removeInRoot, removeSpecialFilesIn, renameIn, replaceWithLinkIn, symlinkIn, walkIn, writeFileIn,
-} from '../../compiler/build/rootfs.js';
+} from '../../compiler/compile/rootfs.js';
 import { makeCanaries, SECRET_TEXT, type Canaries } from './canary.js';
 
 let tmp: string;

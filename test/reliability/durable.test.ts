@@ -36,7 +36,7 @@ vi.mock('node:fs', async (importOriginal) => {
 });
 
 const { writeFileDurable, replaceSymlinkDurable } = await import('../../compiler/durable.js');
-const { swapIntoPlace } = await import('../../compiler/build/emit.js');
+const { swapIntoPlace } = await import('../../compiler/compile/emit.js');
 const { writeAtomic } = await import('../../compiler/publish/publish.js');
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'treecast-durable-'));

@@ -6,7 +6,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { removeBuildLeftovers } from '../../compiler/build/build.js';
+import { removeBuildLeftovers } from '../../compiler/compile/build.js';
 import type { Repo } from '../../compiler/repo.js';
 
 const work = fs.mkdtempSync(path.join(os.tmpdir(), 'treecast-leftovers-'));
