@@ -10,7 +10,7 @@ import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { parseKeyFile } from '../compiler/outputs/encrypt.js';
+import { parseKeyFile } from '../compiler/compile/encrypt.js';
 import { makeRepo, requireTool, sh, shellTree, squashfsList, type BuiltImage, type Fixture } from './helpers/build-fixture.js';
 
 // Derived from a kernel image like the example diskless-node (a tree base with packages: [] may not have outputs.diskless).

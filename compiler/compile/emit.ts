@@ -19,7 +19,7 @@ import { renameDurable, syncTree } from '../durable.js';
 import { isDirIn, isFileIn, lstatIn, readdirIn, removeInRoot, renameIn, walkTree } from './rootfs.js';
 import { progressScope } from '../progress.js';
 import { publishOptions } from '../publish/publish.js';
-import { buildKeyPath, sealArtifacts } from '../outputs/encrypt.js';
+import { buildKeyPath, sealArtifacts } from './encrypt.js';
 
 export interface ImageManifestJson {
   name: string;

@@ -6,7 +6,7 @@ import type { ImageManifest } from '../manifest/types.js';
 import { describeArtifact } from './artifact.js';
 import type { KernelInfo, Output } from './output.js';
 import { SQUASHFS_FILE } from './squashfs.js';
-import { ENCRYPTED_SQUASHFS_FILE, privateKeyUrl } from './encrypt.js';
+import { ENCRYPTED_SQUASHFS_FILE, privateKeyUrl } from '../compile/encrypt.js';
 
 export interface DisklessBoot {
   kernelUrl: string;

@@ -40,7 +40,7 @@ import { UserError } from '../diagnostics.js';
 import { replaceSymlinkDurable, writeFileDurable } from '../durable.js';
 import { publishNodes, type NodeBoot, type NodeSpec } from '../nodes/index.js';
 import type { ValidManifest } from '../manifest/validate.js';
-import { buildKeyPathOf, parseKeyFile, privateKeyPath, readKeyFile, writeKeyFile } from '../outputs/encrypt.js';
+import { buildKeyPathOf, parseKeyFile, privateKeyPath, readKeyFile, writeKeyFile } from '../compile/encrypt.js';
 
 export interface PublishItem {
   manifest: ImageManifest;

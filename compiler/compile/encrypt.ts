@@ -22,8 +22,8 @@ import { Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { writeFileDurable } from '../durable.js';
 import { UserError } from '../diagnostics.js';
-import { describeArtifact } from './artifact.js';
-import type { Artifact } from './output.js';
+import { describeArtifact } from '../outputs/artifact.js';
+import type { Artifact } from '../outputs/output.js';
 
 export const ENCRYPTED_SQUASHFS_FILE = 'rootfs.squashfs.enc';
 export const KEY_FILE = 'rootfs.key';
