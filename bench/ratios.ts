@@ -410,6 +410,8 @@ async function main(): Promise<number> {
     const config = path.join(b.repo, 'treecast.yaml');
     if (!fs.existsSync(config)) fs.writeFileSync(config, '');
     sh('git', ['add', 'treecast.yaml'], b.repo);
+    // The fleet's nodes boot diskless-node, which this repository no longer lists.
+    if (fs.existsSync(path.join(b.repo, 'nodes.yaml'))) sh('git', ['rm', '-q', 'nodes.yaml'], b.repo);
     b.edit('treecast.yaml', (t) => `${t}\nimages: [${manifest}]   # bench: watch this image alone\n`, 'bench: watch one image');
     await b.treecast('publish before watch', ['publish', image]);
     const w = await watchEditToServed(b, overlayFile, image);
