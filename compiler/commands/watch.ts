@@ -135,7 +135,7 @@ class Watcher {
     // so the server is up when the first good round publishes into it.
     mkdirSync(this.repo.publishDir, { recursive: true });
     try {
-      this.server = await startServer({ dir: this.repo.publishDir, port, log: (l) => process.stderr.write(l + '\n') });
+      this.server = await startServer({ dir: this.repo.publishDir, privateDir: this.repo.privateDir, port, log: (l) => process.stderr.write(l + '\n') });
     } catch (err) {
       // At start a busy port ends the watch (exit 1), as it does for `treecast serve`: nothing is being served yet.
       throw new UserError(`cannot serve ${this.repo.publishDir} on 127.0.0.1:${port}: ${err instanceof Error ? err.message : String(err)} (pick another port with --port)`);
@@ -281,7 +281,8 @@ class Watcher {
     await this.closeServer();
     for (const dir of [this.repo.publishDir, old]) {
       try {
-        this.server = await startServer({ dir, port, log: (l) => process.stderr.write(l + '\n') });
+        // The private tree beside each publish dir (Repo.privateDir for the new one), as publish writes it.
+        this.server = await startServer({ dir, privateDir: dir === this.repo.publishDir ? this.repo.privateDir : path.join(path.dirname(dir), 'private'), port, log: (l) => process.stderr.write(l + '\n') });
         this.served = dir;
         info(dir === old ? `still serving ${old} at ${this.server.url}/` : `publish dir changed: now serving ${dir} at ${this.server.url}/ (was ${old})`);
         return;
