@@ -101,6 +101,8 @@ async function collect(repo: Repo, images: ValidManifest[], o: GcOptions): Promi
   // What removeBuildLeftovers does not know: a killed repository conversion's side directories.
   for (const r of plan.leftovers) if (!removed.includes(r)) rmSync(path.join(repo.cacheDir, r), { recursive: true, force: true });
   for (const d of abs(repo, plan.outDirs)) removeWhole(d);
+  // An encrypted version's key is kept beside out/ (compile/encrypt.ts buildKeyPath): it goes with its version.
+  for (const rel of plan.outDirs) rmSync(path.join(repo.cacheDir, 'private', 'keys', path.relative('out', rel)), { recursive: true, force: true });
   if (plan.deleteRefs.length) await run('ostree', ['refs', `--repo=${local}`, '--delete', ...plan.deleteRefs]);
   if (objectsBefore.length) await prune(local, plan);
   for (const d of abs(repo, plan.aptDirs)) rmSync(d, { recursive: true, force: true });
