@@ -1,9 +1,10 @@
 /**
- * SIGKILL sweeps (issue #12): 15 kills spread over a `treecast build` and 15
+ * SIGKILL sweeps (issue #12): 20 kills spread over a `treecast build` and 20
  * over a `treecast publish`, each killing the whole process group (the CLI
  * and the ostree, mksquashfs, tar, flock it runs), as a CI runner's timeout
- * does. 5 points of each are fractions of the wall time of an uninterrupted
- * run, 10 are events seen from outside (polling the cache or publish dir).
+ * does. 10 points of each are fractions of the wall time of an uninterrupted
+ * run (5 %, 15 %, ... 95 %), 10 are events seen from outside (polling the
+ * cache or publish dir).
  *
  * Fixture: test/helpers/publish-fixture.ts (a tiny tree, no Debian): `host`
  * (ostree + squashfs + tarball) and `netboot`, derived from it (squashfs +
@@ -259,7 +260,7 @@ const buildPoints = (): KillPoint[] => {
   const refFile = (cache: string, ref: string) => path.join(cache, 'repo/refs/heads', ref);
   const atV2 = (cache: string, name: string, ref: string) => readOr(refFile(cache, ref))?.toString().trim() === v2[name]!.commit;
   return [
-    ...[0.1, 0.3, 0.5, 0.7, 0.9].map((fraction) => ({ label: `${Math.round(fraction * 100)}% of the build`, fraction })),
+    ...[0.05, 0.15, 0.25, 0.35, 0.45, 0.55, 0.65, 0.75, 0.85, 0.95].map((fraction) => ({ label: `${Math.round(fraction * 100)}% of the build`, fraction })),
     { label: 'tmp/host-* created', seen: (c) => Boolean(tmpEntry(c, /^host-(?!checkout)/)) },
     {
       label: 'the host root populated',
@@ -406,7 +407,7 @@ const publishPoints = (): KillPoint[] => {
   const repoFile = (d: string, rel: string) => path.join(d, 'repo', rel);
   const lockHolder = (d: string) => readOr(path.join(d, '.treecast-publish.lock'))?.toString() ?? '';
   return [
-    ...[0.1, 0.3, 0.5, 0.7, 0.9].map((fraction) => ({ label: `${Math.round(fraction * 100)}% of the publish`, fraction })),
+    ...[0.05, 0.15, 0.25, 0.35, 0.45, 0.55, 0.65, 0.75, 0.85, 0.95].map((fraction) => ({ label: `${Math.round(fraction * 100)}% of the publish`, fraction })),
     // publish-crash.test.ts kills at: a staging dir appears, the v2 version dir appears, the host ref
     // moves, the summary is rewritten, index.json lists v2. These are the events between those.
     // The snapshot's lock file names v1's publisher: a new holder is this publish.
