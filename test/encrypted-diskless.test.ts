@@ -60,6 +60,8 @@ describe('outputs.diskless.encrypt: only ciphertext is public, the key is privat
         'images/kbase.yaml': KBASE,
         'images/fleet.yaml': image(),
         'treecast.yaml': 'publish: { url: "http://10.0.2.2:8080" }\nretention: { keep: 1 }\n',
+        'nodes.yaml': 'nodes:\n  - { name: n1, mac: "52:54:00:AA:00:01", image: fleet, overlays: [nodes/n1] }\n',
+        'nodes/n1/etc/motd': 'node n1\n',
       },
     });
     pub = path.join(path.dirname(fx.dir), 'public');
@@ -145,6 +147,28 @@ describe('outputs.diskless.encrypt: only ciphertext is public, the key is privat
     expect(fs.existsSync(path.join(pub, 'images', 'fleet', v1.version))).toBe(false);
     expect(fs.existsSync(path.join(priv, 'keys', 'fleet', v1.version))).toBe(false);
     expect(fs.readlinkSync(path.join(pub, 'images', 'fleet', 'latest'))).toBe(v2.version);
+  });
+
+  it('the node script asks for the token once, next to the key and the node overlay; `treecast nodes` shows and rotates tokens', () => {
+    const ipxe = fs.readFileSync(path.join(pub, 'boot', 'nodes', 'n1.ipxe'), 'utf8');
+    expect(ipxe.match(/treecast\.token=\$\{treecast-token\}/g)).toHaveLength(1);
+    expect(ipxe).toContain('treecast.key=http://10.0.2.2:8080/private/keys/fleet/');
+    expect(ipxe).toContain('treecast.node=n1 treecast.node-overlay=http://10.0.2.2:8080/private/nodes/n1/overlay.tar');
+    expect(fs.readFileSync(path.join(pub, 'boot', 'mac', '52-54-00-aa-00-01.ipxe'), 'utf8')).toBe(ipxe);
+    const list = fx.cli(['nodes', '--json'], { env });
+    expect(list.code, list.stderr).toBe(0);
+    const rows = JSON.parse(list.stdout) as { name: string; token: string; tokenFile: string }[];
+    expect(rows).toMatchObject([{ name: 'n1', token: 'served', tokenFile: path.join(priv, 'nodes', 'n1', 'token') }]);
+    const before = fs.readFileSync(rows[0]!.tokenFile, 'utf8');
+    const rotated = fx.cli(['nodes', '--rotate', 'n1'], { env });
+    expect(rotated.code, rotated.stderr).toBe(0);
+    expect(rotated.stdout).toContain('new token(s) for n1');
+    const after = fs.readFileSync(rows[0]!.tokenFile, 'utf8');
+    expect(after).not.toBe(before);
+    expect(JSON.parse(fx.cli(['nodes', '--json'], { env }).stdout)[0].token).toBe('served');
+    const bad = fx.cli(['nodes', '--rotate', 'n9'], { env });
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toContain('no node named "n9" in nodes.yaml');
   });
 
   it('validation refuses every other output and streams of an encrypted image, located and quoted', () => {

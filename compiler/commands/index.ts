@@ -21,6 +21,7 @@ export const commands: VerbEntry[] = [
   { name: 'diff', summary: 'compare two versions of an image: packages, files, metadata', load: async () => (await import('./diff.js')).diffCommand },
   { name: 'shell', summary: 'step into a throwaway copy of a built or published image version, in the postprocess sandbox', load: async () => (await import('./shell.js')).shellCommand },
   { name: 'unpack', summary: 'write the booted layout of a built or published image version to a new directory', load: async () => (await import('./unpack.js')).unpackCommand },
+  { name: 'nodes', summary: 'list the diskless fleet of nodes.yaml with its tokens and boot scripts; rotate node tokens', load: async () => (await import('./nodes.js')).nodesCommand },
   { name: 'ci', summary: 'validate, plan, build the affected images and publish them (what CI runs on push)', load: async () => (await import('./ci.js')).ciCommand },
   { name: 'watch', summary: 'rebuild and republish affected images whenever their inputs change', load: async () => (await import('./watch.js')).watchCommand },
   { name: 'install-test', summary: 'play a host: install a published image into a scratch sysroot and boot it under QEMU', load: async () => (await import('./install-test.js')).installTestCommand },
