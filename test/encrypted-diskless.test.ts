@@ -171,6 +171,28 @@ describe('outputs.diskless.encrypt: only ciphertext is public, the key is privat
     expect(bad.stderr).toContain('no node named "n9" in nodes.yaml');
   });
 
+  it('publish --to carries the private tree beside DEST; a fresh runner brings it down and keeps the fleet\'s tokens', () => {
+    const base = path.dirname(fx.dir);
+    const dest = path.join(base, 'server', 'public');
+    fs.mkdirSync(path.dirname(dest), { recursive: true });
+    const up = fx.cli(['publish', '--to', dest], { env });
+    expect(up.code, up.stderr).toBe(0);
+    const version = fs.readlinkSync(path.join(dest, 'images', 'fleet', 'latest'));
+    const key = path.join(base, 'server', 'private', 'keys', 'fleet', version, 'rootfs.key');
+    expect(fs.statSync(key).mode & 0o777).toBe(0o600);
+    expect(fs.readFileSync(key, 'utf8')).toBe(fs.readFileSync(path.join(priv, 'keys', 'fleet', version, 'rootfs.key'), 'utf8'));
+    const token = fs.readFileSync(path.join(priv, 'nodes', 'n1', 'token'), 'utf8');
+    expect(fs.readFileSync(path.join(base, 'server', 'private', 'nodes', 'n1', 'token'), 'utf8')).toBe(token);
+    // No byte of the private tree went into the public one at DEST.
+    for (const f of filesUnder(dest)) expect(fs.readFileSync(f).includes(token.trim()), f).toBe(false);
+    // A fresh runner (empty publish and private dirs) publishing to the same DEST keeps the token the nodes hold.
+    const runner = { TREECAST_PUBLISH_DIR: path.join(base, 'runner2', 'public') };
+    const again = fx.cli(['publish', '--to', dest], { env: runner });
+    expect(again.code, again.stderr).toBe(0);
+    expect(fs.readFileSync(path.join(base, 'runner2', 'private', 'nodes', 'n1', 'token'), 'utf8')).toBe(token);
+    expect(fs.readFileSync(path.join(base, 'server', 'private', 'nodes', 'n1', 'token'), 'utf8')).toBe(token);
+  });
+
   it('validation refuses every other output and streams of an encrypted image, located and quoted', () => {
     fx.write('images/fleet.yaml', image('streams:\n  testing: {}\n').replace('outputs:\n', 'outputs:\n  tarball: { compression: zstd }\n  ostree: { bootable: false }\n'));
     const r = fx.cli(['validate']);

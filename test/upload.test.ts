@@ -20,7 +20,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { downloadPlan, parseDestination, parseRsyncStats, uploadPlan, type Destination } from '../compiler/publish/upload.js';
+import { downloadPlan, parseDestination, parseRsyncStats, privateDestination, uploadPlan, type Destination } from '../compiler/publish/upload.js';
 import { startServer, type RunningServer } from '../compiler/serve/index.js';
 import { HOST, HOST_REF, NETBOOT, NETBOOT_REF, PublishFixture, clientRepo, exec, fsck, must, revParse, type BuiltImage, type SigningKey } from './helpers/publish-fixture.js';
 
@@ -43,6 +43,15 @@ describe('upload plan (argv)', () => {
     expect(() => parseDestination('host::mod')).toThrow(/daemon/);
     expect(() => parseDestination(':path')).toThrow(/\[user@\]host:path/);
     expect(() => parseDestination('')).toThrow(/needs a destination/);
+  });
+
+  it('puts the private tree beside DEST, never inside it, and refuses a DEST with no parent', () => {
+    expect(privateDestination({ kind: 'local', path: '/srv/treecast/public' })).toEqual({ kind: 'local', path: '/srv/treecast/private' });
+    expect(privateDestination({ kind: 'ssh', spec: 'deploy@host:/srv/treecast/public/' })).toEqual({ kind: 'ssh', spec: 'deploy@host:/srv/treecast/private' });
+    expect(privateDestination({ kind: 'ssh', spec: 'host:/public' })).toEqual({ kind: 'ssh', spec: 'host:/private' });
+    expect(privateDestination({ kind: 'ssh', spec: 'host:www/public' })).toEqual({ kind: 'ssh', spec: 'host:www/private' });
+    expect(privateDestination({ kind: 'ssh', spec: 'host:public' })).toEqual({ kind: 'ssh', spec: 'host:private' });
+    for (const home of ['host:', 'host:.', 'host:~', 'host:/']) expect(() => privateDestination({ kind: 'ssh', spec: home })).toThrow(/names no directory with a parent/);
   });
 
   it('orders the passes: content nothing points at, refs, the summary pair, links, index, deletes last', () => {

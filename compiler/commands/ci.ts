@@ -44,7 +44,7 @@ export const ciCommand: Command = {
     }
     const { all } = loadImages(repo);
     // With --to, DEST's tree comes down first (see publish --help): the publish dir then knows what is published.
-    if (to) await downloadTree(repo.publishDir, to, { progress: terminal() && !ctx.json });
+    if (to) await downloadTree(repo.publishDir, to, { progress: terminal() && !ctx.json, privateDir: repo.privateDir });
     const plan = await planChanges(repo, all, ctx.values.since as string | undefined);
     const names = new Set(ctx.values.all ? all.map((i) => i.manifest.name) : plan.affected.map((a) => a.name));
     const signal = interruptSignal();
@@ -55,7 +55,7 @@ export const ciCommand: Command = {
     process.stderr.write(`ci: ${selected.length} of ${all.length} image(s) to build and publish${selected.length ? `: ${selected.map((i) => i.manifest.name).join(', ')}` : ''}\n`);
     const result = await buildAndPublish(repo, all, selected, { signal, remoteHistory: history ?? false });
     // Also when nothing was rebuilt: the destination catches up with the local tree.
-    if (to) await uploadTree(repo.publishDir, to, { progress: terminal() && !ctx.json });
+    if (to) await uploadTree(repo.publishDir, to, { progress: terminal() && !ctx.json, privateDir: repo.privateDir });
     if (ctx.json) printJson({ git, since: plan.since, affected: plan.affected, built: result.built, published: result.published, streams: result.streams });
     else {
       for (const b of result.built) {

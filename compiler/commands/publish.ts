@@ -66,7 +66,7 @@ export const publishCommand: Command = {
     // rsync's progress goes to our stdout (the exec wrapper inherits it there): only for a person at a terminal, never into --json.
     const progress = terminal() && !ctx.json;
     // DEST's history first, so the local publish continues it (previous commit, deltas, retention, index).
-    const downloaded = to ? await downloadTree(opts.dir, to, { progress }) : undefined;
+    const downloaded = to ? await downloadTree(opts.dir, to, { progress, privateDir: opts.privateDir }) : undefined;
     for (const img of unbuilt) if (!refCommit(path.join(opts.dir, 'repo'), defaultRef(repo, img.manifest))) throw notBuiltError(img.manifest.name);
     // Streams of the images asked for that have nothing new (up to date, or only promoted),
     // chosen the way ci chooses them; those of the published items ride along with them.
@@ -76,7 +76,7 @@ export const publishCommand: Command = {
     const published = result.images;
     const streams = result.streams.filter((x) => x.moved);
     // Also with nothing new: DEST catches up with the local tree. Nothing at all published anywhere: nothing to upload.
-    const uploaded = to && existsSync(path.join(opts.dir, 'repo', 'config')) ? await uploadTree(opts.dir, to, { progress }) : undefined;
+    const uploaded = to && existsSync(path.join(opts.dir, 'repo', 'config')) ? await uploadTree(opts.dir, to, { progress, privateDir: opts.privateDir }) : undefined;
     if (ctx.json) printJson({ dir: opts.dir, url: opts.url, signed: Boolean(opts.key), images: published, upToDate, streams, ...(downloaded ? { download: downloaded } : {}), ...(uploaded ? { upload: uploaded } : {}) });
     else {
       for (const p of published) process.stdout.write(`${p.name}\t${p.version}\t${p.commit}\t${p.delta ? `delta ${p.delta}` : 'no delta'}\n`);

@@ -228,13 +228,56 @@ export interface DownloadResult {
   phases: ({ name: string } & RsyncStats)[];
 }
 
-/** Make the local publish dir `local` a copy of what DEST publishes (see downloadPlan), under the local publish lock. */
-export async function downloadTree(local: string, dest: Destination, o: { progress?: boolean } = {}): Promise<DownloadResult> {
+/**
+ * DEST's private tree: `private` beside DEST, as Repo.privateDir is beside the
+ * publish dir (keys of encrypted images, node tokens and overlays). A DEST with
+ * no parent (an SSH login's home itself) has no place for one that a web
+ * server of DEST would not also serve: refused.
+ */
+export function privateDestination(d: Destination): Destination {
+  if (d.kind === 'local') return { kind: 'local', path: path.join(path.dirname(path.resolve(d.path)), 'private') };
+  const colon = d.spec.indexOf(':');
+  const host = d.spec.slice(0, colon + 1);
+  const dir = d.spec.slice(colon + 1).replace(/\/+$/, '');
+  if (!dir || dir === '.' || dir === '~') throw new UserError(`--to ${d.spec}: the private tree (keys, node tokens) goes beside DEST, and DEST names no directory with a parent; name one, e.g. ${host}srv/treecast/public`);
+  const parent = dir.includes('/') ? dir.slice(0, dir.lastIndexOf('/')) : '';
+  const prefix = parent ? `${parent}/` : dir.startsWith('/') ? '/' : '';
+  return { kind: 'ssh', spec: `${host}${prefix}private` };
+}
+
+/**
+ * rsync the private tree between here and DEST's (see privateDestination),
+ * modes kept (0700 dirs, 0600 files). Down: the local private tree becomes
+ * DEST's (nothing there yet: left as it is), so a fresh CI runner keeps the
+ * fleet's tokens and keys instead of making new ones. Up: `del` removes what
+ * the local tree no longer holds (keys of retired versions, removed nodes).
+ */
+async function syncPrivate(direction: 'down' | 'up', localPrivate: string, dest: Destination, o: { del: boolean; rsh?: string }): Promise<RsyncStats | undefined> {
+  const remote = privateDestination(dest);
+  const remoteArg = destinationArg(remote);
+  const rsh = o.rsh ? ['-e', o.rsh] : [];
+  if (direction === 'down') {
+    const probe = await run('rsync', ['--list-only', ...rsh, '--', remoteArg], { env: { LC_ALL: 'C' }, allowFailure: true });
+    if (probe.exitCode === 23 && /No such file or directory/.test(probe.stderr)) return undefined;
+    if (probe.exitCode !== 0) throw new UserError(`reading the private tree ${remote.kind === 'local' ? remote.path : remote.spec} with rsync failed (exit ${probe.exitCode}): ${probe.stderr.trim().split('\n')[0]}`);
+    mkdirSync(localPrivate, { recursive: true, mode: 0o700 });
+  } else if (!existsSync(localPrivate)) return undefined;
+  const [from, to] = direction === 'down' ? [remoteArg, `${localPrivate}/`] : [`${localPrivate}/`, remoteArg];
+  const r = await run('rsync', ['-a', '--stats', ...(o.del ? ['--delete'] : []), ...rsh, '--', from, to], { env: { LC_ALL: 'C' } });
+  return parseRsyncStats(r.stdout);
+}
+
+/** Make the local publish dir `local` a copy of what DEST publishes (see downloadPlan), under the local publish lock; with `privateDir`, the private tree too. */
+export async function downloadTree(local: string, dest: Destination, o: { progress?: boolean; privateDir?: string } = {}): Promise<DownloadResult> {
   await checkDestination(local, dest);
   mkdirSync(local, { recursive: true });
   const rsh = dest.kind === 'ssh' && !process.env.RSYNC_RSH ? 'ssh' : undefined;
   const shown = dest.kind === 'local' ? dest.path : dest.spec;
   return withPublishLock(local, async () => {
+    if (o.privateDir) {
+      const p = await syncPrivate('down', o.privateDir, dest, { del: true, rsh });
+      if (p) info(`download private tree: ${p.transferred} of ${p.files} entries received (keys, node tokens and overlays)`);
+    }
     if (!(await destinationHasTree(dest, rsh))) {
       info(`download: nothing published at ${shown} yet; the publish starts a new history there`);
       return { dest: shown, found: false, phases: [] };
@@ -283,7 +326,7 @@ export interface UploadResult {
  * so a concurrent publish (watch, another ci) cannot change the tree between
  * passes.
  */
-export async function uploadTree(source: string, dest: Destination, o: { progress?: boolean } = {}): Promise<UploadResult> {
+export async function uploadTree(source: string, dest: Destination, o: { progress?: boolean; privateDir?: string } = {}): Promise<UploadResult> {
   if (!existsSync(path.join(source, 'repo', 'config'))) throw new UserError(`${source}: nothing published yet (no repo/config); run treecast publish first`);
   await checkDestination(source, dest);
   const bw = process.env.TREECAST_UPLOAD_BWLIMIT;
@@ -295,8 +338,14 @@ export async function uploadTree(source: string, dest: Destination, o: { progres
     progress: o.progress,
   });
   const shown = dest.kind === 'local' ? dest.path : dest.spec;
+  const rsh = dest.kind === 'ssh' && !process.env.RSYNC_RSH ? 'ssh' : undefined;
   return withPublishLock(source, async () => {
     const phases: UploadResult['phases'] = [];
+    // New keys and tokens before any version or boot script that needs them appears at DEST.
+    if (o.privateDir) {
+      const p = await syncPrivate('up', o.privateDir, dest, { del: false, rsh });
+      if (p) info(`upload private tree: ${p.transferred} of ${p.files} entries sent`);
+    }
     for (const [i, p] of plan.entries()) {
       info(`upload ${i + 1}/${plan.length} ${p.name}: ${p.what} -> ${shown}`);
       const r = await run('rsync', p.argv, { env: { LC_ALL: 'C' }, inherit: o.progress });
@@ -304,6 +353,8 @@ export async function uploadTree(source: string, dest: Destination, o: { progres
       phases.push({ name: p.name, ...s });
       info(`  ${p.name}: ${s.transferred} of ${s.files} entries sent, ${formatBytes(s.bytes)}${s.deleted ? `, ${s.deleted} deleted` : ''}`);
     }
+    // Keys of retired versions and removed nodes go last, once nothing published at DEST names them.
+    if (o.privateDir) await syncPrivate('up', o.privateDir, dest, { del: true, rsh });
     return { dest: shown, phases };
   });
 }
