@@ -5,6 +5,7 @@
  * streams of the other images move when their refs are not where the
  * manifests say (a promotion or roll-back commit; also a failed run's).
  */
+import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { buildImages, localRepoPath, type BuildOptions, type ImageBuildResult } from './compile/build.js';
 import { revParse } from './compile/ostree.js';
@@ -56,6 +57,10 @@ export async function buildAndPublish(repo: Repo, all: ValidManifest[], selected
 export async function unpublished(repo: Repo, images: ValidManifest[]): Promise<ValidManifest[]> {
   const pubRepo = path.join(repo.publishDir, 'repo');
   const out: ValidManifest[] = [];
-  for (const img of images) if (!(await revParse(pubRepo, defaultRef(repo, img.manifest)))) out.push(img);
+  for (const img of images) {
+    // An encrypted image has no ref there: its latest version dir is what was published.
+    const published = img.manifest.outputs?.diskless?.encrypt ? existsSync(path.join(repo.publishDir, 'images', img.manifest.name, 'latest', 'MANIFEST.json')) : await revParse(pubRepo, defaultRef(repo, img.manifest));
+    if (!published) out.push(img);
+  }
   return out;
 }

@@ -11,6 +11,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseKeyFile } from '../compiler/compile/encrypt.js';
+import { startServe, stopServe } from './helpers/serve.js';
 import { makeRepo, requireTool, sh, shellTree, squashfsList, type BuiltImage, type Fixture } from './helpers/build-fixture.js';
 
 // Derived from a kernel image like the example diskless-node (a tree base with packages: [] may not have outputs.diskless).
@@ -191,6 +192,34 @@ describe('outputs.diskless.encrypt: only ciphertext is public, the key is privat
     expect(again.code, again.stderr).toBe(0);
     expect(fs.readFileSync(path.join(base, 'runner2', 'private', 'nodes', 'n1', 'token'), 'utf8')).toBe(token);
     expect(fs.readFileSync(path.join(base, 'server', 'private', 'nodes', 'n1', 'token'), 'utf8')).toBe(token);
+  });
+
+  it('a fresh CI cache continues an encrypted image from the published tree (no ref there): up to date, then N+1', async () => {
+    // A separate process: the CLI runs with spawnSync, which would block an in-process server.
+    const server = await startServe(pub, path.join(path.dirname(fx.dir), 'serve.log'));
+    try {
+      const config = fs.readFileSync(path.join(fx.dir, 'treecast.yaml'), 'utf8');
+      fx.write('treecast.yaml', config.replace('http://10.0.2.2:8080', server.url));
+      fx.commit('publish.url: the test server');
+      const latest = fs.readlinkSync(path.join(pub, 'images', 'fleet', 'latest'));
+      const published = JSON.parse(fs.readFileSync(path.join(pub, 'images', 'fleet', latest, 'MANIFEST.json'), 'utf8'));
+      // A fresh cache, no publish dir: what a CI build job has.
+      const job = { TREECAST_PUBLISH_DIR: path.join(path.dirname(fx.dir), 'job', 'public') };
+      const same = fx.cli(['build', 'fleet', '--json'], { cacheDir: fx.newCacheDir(), env: job });
+      expect(same.code, same.stderr).toBe(0);
+      const s1 = (JSON.parse(same.stdout) as { images: (BuiltImage & { upToDate?: string })[] }).images.find((i) => i.name === 'fleet')!;
+      expect(s1).toMatchObject({ upToDate: 'published', version: published.version, commit: published.commit });
+      expect(same.stderr).toMatch(/1 of them encrypted images, from index\.json/);
+      fx.write('canary.txt', `${canary} v3\n`);
+      fx.commit('v3');
+      const next = fx.cli(['build', 'fleet', '--json'], { cacheDir: fx.newCacheDir(), env: job });
+      expect(next.code, next.stderr).toBe(0);
+      const s2 = (JSON.parse(next.stdout) as { images: BuiltImage[] }).images.find((i) => i.name === 'fleet')!;
+      expect(s2.version).not.toBe(published.version);
+      expect(s2.version.split('.').map(Number).at(-1)).toBe(Number(published.version.split('.').at(-1)) + 1);
+    } finally {
+      await stopServe(server);
+    }
   });
 
   it('validation refuses every other output and streams of an encrypted image, located and quoted', () => {

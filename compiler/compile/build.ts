@@ -276,8 +276,12 @@ async function buildOne(repo: Repo, all: ValidManifest[], image: ValidManifest, 
   chmodSync(ctx.root, 0o755);
   // Account ids are compared with, and kept from, the commit this one continues (docs/accounts.md).
   // A parent known only from the published tree (a CI job's empty cache): its /usr/etc is fetched, a few hundred KiB.
-  const parentRepo = decision.parent && s.history && !commitComplete(s.localRepo, decision.parent) ? await s.history.fetchEtc(decision.parent, s.signal) : s.localRepo;
-  rememberPreviousImage(ctx, await previousImage(parentRepo, decision.parent));
+  // An encrypted image's published parent is not in the published repo: with an empty cache its ids cannot be
+  // compared (said so); the accounts of the image's manifest still pin their ids, and sysusers.d carries them.
+  const parentHidden = Boolean(decision.parent && published?.encrypted && published.commit === decision.parent && !commitComplete(s.localRepo, decision.parent));
+  if (parentHidden) info(`${m.name}: its published parent ${decision.parent!.slice(0, 12)} is encrypted and not in this cache: account ids are not compared with it`);
+  const parentRepo = decision.parent && s.history && !parentHidden && !commitComplete(s.localRepo, decision.parent) ? await s.history.fetchEtc(decision.parent, s.signal) : s.localRepo;
+  rememberPreviousImage(ctx, parentHidden ? undefined : await previousImage(parentRepo, decision.parent));
   const timings: StepTiming[] = [];
   info(`${m.name}: building ${ref}`);
   try {

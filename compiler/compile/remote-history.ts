@@ -30,7 +30,7 @@
  * objects are still checked against their checksums, the commit is trusted as
  * far as the transport (use https) — and hosts verify signatures themselves.
  */
-import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { CommandError, run } from '../exec.js';
 import { UserError } from '../diagnostics.js';
@@ -57,6 +57,11 @@ export interface LocalTip extends CommitInfo {
 export interface PublishedTip extends CommitInfo {
   /** Versions along the published ref, as far as fetched (tip first). */
   versions: string[];
+  /**
+   * An encrypted diskless image (outputs.diskless.encrypt): no ref, no commit in
+   * the published repo; this tip comes from the public tree's MANIFEST.json.
+   */
+  encrypted?: boolean;
 }
 
 export interface HistoryInput {
@@ -246,7 +251,12 @@ export async function openPublishedHistory(repo: Repo, localRepo: string, refs: 
       });
     }
   }
-  info(`published history: ${tips.size} of ${new Set(refs).size} ref(s) published at ${repoUrl}${keyFile ? ' (GPG-verified)' : ''}, read in ${((performance.now() - t0) / 1000).toFixed(2)}s`);
+  // Encrypted images publish no ref: their tips come from the public tree's index.json and MANIFEST.json.
+  const missing = [...new Set(refs)].filter((r) => !tips.has(r));
+  const encrypted = missing.length ? await encryptedTips(url, missing, signal) : new Map<string, PublishedTip>();
+  for (const [ref, tip] of encrypted) tips.set(ref, tip);
+  writeEncryptedTips(repo, encrypted);
+  info(`published history: ${tips.size} of ${new Set(refs).size} ref(s) published at ${repoUrl}${encrypted.size ? ` (${encrypted.size} of them encrypted images, from index.json)` : ''}${keyFile ? ' (GPG-verified)' : ''}, read in ${((performance.now() - t0) / 1000).toFixed(2)}s`);
 
   let localRemote = false;
   return {
@@ -279,6 +289,58 @@ export async function openPublishedHistory(repo: Repo, localRepo: string, refs: 
       return hrepo;
     },
   };
+}
+
+/**
+ * Tips of encrypted diskless images: the image of index.json whose `ref` is
+ * wanted, then its latest MANIFEST.json (`encrypted: true`: version, commit id,
+ * input hash). Unsigned plain HTTP, like index.json itself: it decides version
+ * numbers and "inputs unchanged", never content (an encrypted commit is never
+ * pulled). A tree without index.json (nothing published yet) has none.
+ */
+async function encryptedTips(url: string, refs: string[], signal?: AbortSignal): Promise<Map<string, PublishedTip>> {
+  const out = new Map<string, PublishedTip>();
+  const get = async (u: string): Promise<unknown> => {
+    const res = await fetch(u, { signal: signal ? AbortSignal.any([signal, AbortSignal.timeout(NETWORK_TIMEOUT_MS)]) : AbortSignal.timeout(NETWORK_TIMEOUT_MS) });
+    if (res.status === 404) return undefined;
+    if (!res.ok) throw new Error(`HTTP ${res.status}`);
+    return res.json();
+  };
+  let index: { images?: { name?: string; ref?: string; versions?: { version?: string }[] }[] } | undefined;
+  try {
+    index = (await get(`${url}/index.json`)) as typeof index;
+  } catch (err) {
+    if (signal?.aborted) throw interrupted(url);
+    throw unreachable(`${url}/index.json`, err instanceof Error ? err.message : String(err));
+  }
+  for (const img of index?.images ?? []) {
+    if (!img.name || !img.ref || !refs.includes(img.ref)) continue;
+    let m: { encrypted?: boolean; commit?: string; version?: string; inputHash?: string } | undefined;
+    try {
+      m = (await get(`${url}/images/${encodeURIComponent(img.name)}/latest/MANIFEST.json`)) as typeof m;
+    } catch (err) {
+      if (signal?.aborted) throw interrupted(url);
+      throw unreachable(`${url}/images/${img.name}/latest/MANIFEST.json`, err instanceof Error ? err.message : String(err));
+    }
+    if (!m?.encrypted || typeof m.commit !== 'string' || !/^[0-9a-f]{64}$/.test(m.commit)) continue;
+    out.set(img.ref, { commit: m.commit, version: m.version, inputHash: m.inputHash, versions: (img.versions ?? []).map((v) => v.version).filter((v): v is string => typeof v === 'string'), encrypted: true });
+  }
+  return out;
+}
+
+/** Where a build records encrypted tips, for a later `treecast publish` of an image the build found up to date. */
+export const encryptedTipsPath = (repo: Repo) => path.join(repo.cacheDir, 'published-history-encrypted.json');
+
+function writeEncryptedTips(repo: Repo, tips: Map<string, PublishedTip>): void {
+  writeFileSync(encryptedTipsPath(repo), JSON.stringify(Object.fromEntries(tips), null, 2) + '\n');
+}
+
+export function readEncryptedTip(repo: Repo, ref: string): PublishedTip | undefined {
+  try {
+    return (JSON.parse(readFileSync(encryptedTipsPath(repo), 'utf8')) as Record<string, PublishedTip>)[ref];
+  } catch {
+    return undefined;
+  }
 }
 
 /**

@@ -1,7 +1,7 @@
 /** What publish takes: each selected image's built commit and its emitted artifacts. */
 import path from 'node:path';
 import { localRepoPath } from '../compile/build.js';
-import { historyRepoPath, PUBLISHED_REMOTE } from '../compile/remote-history.js';
+import { historyRepoPath, PUBLISHED_REMOTE, readEncryptedTip } from '../compile/remote-history.js';
 import { outRoot, readManifestJson } from '../compile/emit.js';
 import { commitMetadata, revParse } from '../compile/ostree.js';
 import { UserError } from '../diagnostics.js';
@@ -31,6 +31,9 @@ async function publishedTip(repo: Repo, ref: string, cacheDirs: string[]): Promi
     const hrepo = historyRepoPath({ ...repo, cacheDir: cache });
     const commit = await revParse(hrepo, `${PUBLISHED_REMOTE}:${ref}`);
     if (commit) return { name: '', ref, commit, version: (await commitMetadata(hrepo, commit, 'version')) ?? '' };
+    // An encrypted image has no published ref: the build recorded its tip from the public MANIFEST.json.
+    const enc = readEncryptedTip({ ...repo, cacheDir: cache }, ref);
+    if (enc) return { name: '', ref, commit: enc.commit, version: enc.version ?? '' };
   }
   return undefined;
 }
