@@ -111,7 +111,12 @@ describe('outputs.diskless.encrypt: only ciphertext is public, the key is privat
     expect(show, 'the commit object is in the public repo').toBe(false);
     expect(fs.existsSync(path.join(pub, 'kickstart', 'fleet.ks'))).toBe(false);
     const index = JSON.parse(fs.readFileSync(path.join(pub, 'index.json'), 'utf8'));
-    expect(index.images.find((i: { name: string }) => i.name === 'fleet').versions.map((v: { version: string }) => v.version)).toEqual([v1.version]);
+    const entry = index.images.find((i: { name: string }) => i.name === 'fleet');
+    expect(entry.versions.map((v: { version: string }) => v.version)).toEqual([v1.version]);
+    expect(entry.versions[0]).toMatchObject({ encrypted: true, packageCount: 0, privateFileCount: 0 });
+    // No kickstart to point at: the commit is not published.
+    expect(entry.kickstart).toBeUndefined();
+    expect(fs.readFileSync(path.join(pub, 'index.html'), 'utf8')).toContain('encrypted root: its files are not listed');
   });
 
   it('the boot script fetches the ciphertext and names the private key URL and the node token setting, not a token', () => {

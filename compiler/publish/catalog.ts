@@ -31,6 +31,8 @@ export interface CatalogVersion {
    */
   privateFileCount: number | null;
   privateFiles: PrivateFile[] | null;
+  /** outputs.diskless.encrypt: the root is published as ciphertext only; no commit, packages or file list. */
+  encrypted?: boolean;
 }
 
 /** A release stream as published: where its ref points now (read from the repo, not from the manifest). */
@@ -50,7 +52,8 @@ export interface CatalogImage {
   name: string;
   ref: string;
   latest: string;
-  kickstart: string;
+  /** None for an encrypted image: its commit is not published, so there is nothing to install from. */
+  kickstart?: string;
   ipxe?: string;
   kernelArgs: string[];
   streams: CatalogStream[];
@@ -162,6 +165,7 @@ export function buildCatalog(opts: { url: string; remote: string; signed: boolea
           changes: i > 0 ? packageChanges(namedPackages(sorted[i - 1]!), namedPackages(m)) : null,
           privateFileCount: Array.isArray(m.privateFiles) ? m.privateFiles.length : null,
           privateFiles: Array.isArray(m.privateFiles) ? m.privateFiles : null,
+          ...(m.encrypted ? { encrypted: true } : {}),
         }))
         .reverse();
       const latest = sorted[sorted.length - 1]!;
@@ -169,7 +173,7 @@ export function buildCatalog(opts: { url: string; remote: string; signed: boolea
         name: img.name,
         ref: latest.ref,
         latest: latest.version,
-        kickstart: `${opts.url}/kickstart/${img.name}.ks`,
+        kickstart: latest.encrypted ? undefined : `${opts.url}/kickstart/${img.name}.ks`,
         ipxe: img.hasIpxe ? `${opts.url}/boot/${img.name}.ipxe` : undefined,
         kernelArgs: latest.kernelArgs,
         streams: (img.streams ?? []).map(({ hasIpxe, ...s }) => ({
@@ -203,6 +207,7 @@ function changesHtml(c: PackageChanges | null): string {
 }
 
 function privateFilesHtml(v: CatalogVersion): string {
+  if (v.encrypted) return '<span class="private muted" data-encrypted="true">encrypted root: its files are not listed, and not readable here</span>';
   if (v.privateFiles === null) return '<span class="private muted">files not world-readable: not recorded (built before treecast listed them)</span>';
   const n = v.privateFiles.length;
   const label = `${n} ${n === 1 ? 'file' : 'files'} not world-readable`;
@@ -256,7 +261,7 @@ export function renderIndexHtml(c: Catalog): string {
       .join('\n');
     return `<section class="image" id="${esc(img.name)}" data-image="${esc(img.name)}">
 <h2>${esc(img.name)} <span class="muted">${esc(img.ref)}</span></h2>
-<p>Latest: <strong class="latest">${esc(img.latest)}</strong> · ${img.versions.length} version(s) · <a href="${esc(img.kickstart)}">kickstart</a>${img.ipxe ? ` · <a href="${esc(img.ipxe)}">iPXE script</a>` : ''}</p>
+<p>Latest: <strong class="latest">${esc(img.latest)}</strong> · ${img.versions.length} version(s)${img.kickstart ? ` · <a href="${esc(img.kickstart)}">kickstart</a>` : ' · <span class="private">encrypted root: nodes fetch its key with their token (no commit, kickstart or file list here)</span>'}${img.ipxe ? ` · <a href="${esc(img.ipxe)}">iPXE script</a>` : ''}</p>
 <h3>Use it</h3>
 <pre class="copy"><code>${esc(remoteAdd(img))}
 ostree admin deploy --os=${esc(img.name)} ${esc(c.remote)}:${esc(img.ref)}   # or: rpm-ostree rebase ${esc(c.remote)}:${esc(img.ref)}
