@@ -39,6 +39,16 @@ export const PROVIDERS: Record<string, string> = {
   systemctl: 'systemd',
   getfattr: 'attr',
   setfattr: 'attr',
+  // Essential packages of every Debian system, listed so a missing one is still named.
+  cp: 'coreutils',
+  dd: 'coreutils',
+  du: 'coreutils',
+  ln: 'coreutils',
+  rm: 'coreutils',
+  truncate: 'coreutils',
+  mount: 'mount',
+  umount: 'mount',
+  'dpkg-query': 'dpkg',
 };
 
 export interface RunOptions {
