@@ -56,9 +56,10 @@ describe('boot probe', () => {
     expect(verify.stderr).not.toMatch(/treecast-boot-marker\.service:\d+:/);
   });
 
-  it('parses the marker with and without the state, and failed units', () => {
+  it('parses the marker with and without the state and the hostname, and failed units', () => {
     const c = 'a'.repeat(64);
-    expect(`x IMAGE-BOOTED-${c} deployment=ostree state=degraded`.match(MARKER)!.slice(1)).toEqual([c, 'ostree', 'degraded']);
+    expect(`x IMAGE-BOOTED-${c} deployment=ostree state=degraded`.match(MARKER)!.slice(1)).toEqual([c, 'ostree', 'degraded', undefined]);
+    expect(`IMAGE-BOOTED-${c} deployment=live state=running host=node1`.match(MARKER)!.slice(1)).toEqual([c, 'live', 'running', 'node1']);
     expect(`IMAGE-BOOTED-${c} deployment=live`.match(MARKER)![3]).toBeUndefined();
     expect(FAILED_UNIT.exec('TREECAST-FAILED-UNIT ssh.service')![1]).toBe('ssh.service');
   });
