@@ -288,9 +288,15 @@ async function main(): Promise<number> {
     fs.symlinkSync(path.join(SOURCE_REPO, 'node_modules'), path.join(b.repo, 'node_modules'));
 
     if (image === 'edge-host') {
-      // The raw script writes a squashfs too; the example does not (diskless-node
-      // does, from it). Giving the clone's edge-host that output makes both sides do the same work.
-      b.edit(manifest, (t) => t.replace(/^outputs:\n/m, 'outputs:\n  squashfs: { compression: zstd }   # bench: the same work as bench/raw-build.sh\n'), 'bench: edge-host writes a squashfs too');
+      // Both sides do the same work: the raw script commits, writes a squashfs and a plain
+      // tar|zstd. The example's edge-host writes a disk image and an installer-layout tarball
+      // instead (extra work the raw script does not do), so the clone's edge-host gets
+      // exactly the raw script's outputs.
+      b.edit(
+        manifest,
+        (t) => t.replace(/^outputs:\n(?:[ \t]+.*\n?)+/m, 'outputs:   # bench: the same work as bench/raw-build.sh\n  ostree: { bootable: true }\n  squashfs: { compression: zstd }\n  tarball: { compression: zstd }\n'),
+        'bench: edge-host writes what the raw script writes',
+      );
       const rawDir = path.join(b.tmp, 'raw');
       log('raw tools: bench/raw-build.sh (mmdebstrap + dracut + ostree commit + mksquashfs + tar|zstd)');
       commands.push(`bash bench/raw-build.sh REPO ${rawDir}`);
