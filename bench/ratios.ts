@@ -294,7 +294,7 @@ async function main(): Promise<number> {
       // exactly the raw script's outputs.
       b.edit(
         manifest,
-        (t) => t.replace(/^outputs:\n(?:[ \t]+.*\n?)+/m, 'outputs:   # bench: the same work as bench/raw-build.sh\n  ostree: { bootable: true }\n  squashfs: { compression: zstd }\n  tarball: { compression: zstd }\n'),
+        (t) => t.replace(/^outputs:\n(?:[ \t]+.*\n?)+/m, 'outputs:\n  # bench: the same work as bench/raw-build.sh\n  ostree: { bootable: true }\n  squashfs: { compression: zstd }\n  tarball: { compression: zstd }\n'),
         'bench: edge-host writes what the raw script writes',
       );
       const rawDir = path.join(b.tmp, 'raw');
