@@ -114,7 +114,7 @@ export async function emitImage(repo: Repo, m: ImageManifest, built: ImageBuildR
       const t0 = performance.now();
       artifacts = await progressScope(`${m.name}: encrypt`, () => sealArtifacts(m.name, built.version, artifacts, buildKeyPath(repo.cacheDir, m.name, built.version), signal));
       const enc = artifacts.find((a) => a.type === 'squashfs-encrypted')!;
-      info(`  encrypt     ${((performance.now() - t0) / 1000).toFixed(1).padStart(6)}s  ${enc.file} ${humanSize(enc.size)}, a new key (published to the private tree only)`);
+      info(`  ${'encrypt'.padEnd(18)} ${((performance.now() - t0) / 1000).toFixed(1).padStart(6)}s  ${enc.file} ${humanSize(enc.size)}, a new key (published to the private tree only)`);
     }
     artifacts.sort((a, b) => (a.file < b.file ? -1 : 1));
     // The artifacts are written from the checkout, so its walk is what they hold; without one, the commit (public in repo/) is listed (private-files.ts).
