@@ -58,6 +58,7 @@ files:
   - { path: /usr/bin/ping-helper, content: "#!/bin/sh\\n", mode: "4750", owner: root, group: 1500 }
 outputs:
   tarball: { compression: gzip }
+  squashfs: { compression: gzip }
 `;
 
 /** Every entry below `dir` (for an extracted erofs), like the other listings. */
@@ -112,6 +113,10 @@ describe('artifacts of tree-based images', () => {
         'overlays/web/etc/web/current': { symlink: 'site.conf' },
         'overlays/web/etc/web/outside': { symlink: '../../../../etc/shadow' },
         'overlays/web/usr/lib/web/start': { content: '#!/bin/sh\n', mode: 0o750 },
+        // Equal content and metadata: one repository object, so one inode (two links) in the hardlink
+        // checkout the outputs read; the artifacts must still hold two separate files, like the commit.
+        'overlays/web/usr/share/web/a.txt': 'the same bytes\n',
+        'overlays/web/usr/share/web/b.txt': 'the same bytes\n',
         'images/arts.yaml': ARTS,
         'images/drp.yaml': TGZ,
       },
@@ -133,8 +138,8 @@ describe('artifacts of tree-based images', () => {
       ['tarball', 'rootfs.tar.zst'],
     ]);
     expect(fs.readdirSync(arts.outDir).sort()).toEqual(['MANIFEST.json', 'SHA256SUMS', 'rootfs.erofs', 'rootfs.squashfs', 'rootfs.tar.zst']);
-    expect(drp.artifacts.map((a) => path.basename(a.path))).toEqual(['rootfs.tgz']);
-    expect(fs.readdirSync(drp.outDir).sort()).toEqual(['MANIFEST.json', 'SHA256SUMS', 'rootfs.tgz']);
+    expect(drp.artifacts.map((a) => path.basename(a.path))).toEqual(['rootfs.squashfs', 'rootfs.tgz']);
+    expect(fs.readdirSync(drp.outDir).sort()).toEqual(['MANIFEST.json', 'SHA256SUMS', 'rootfs.squashfs', 'rootfs.tgz']);
     expect(fs.readdirSync(path.join(fx.cacheDir, 'out/arts')).filter((n) => n.startsWith('.'))).toEqual([]);
     expect(tmpEntries(fx.cacheDir)).toEqual([]);
   });
@@ -170,6 +175,15 @@ describe('artifacts of tree-based images', () => {
     expect(bytes[3]! & 0x08).toBe(0); // FNAME
     expect(normalize(tarList(tgz))).toEqual(normalize(expectedDrp));
     expect(expectedDrp.get('/usr/bin/ping-helper')).toMatchObject({ mode: 0o4750, uid: 0, gid: 1500 });
+  });
+
+  it('from the hardlink checkout (no erofs output): files of equal content are separate files in the tarball and the squashfs, as in the commit', () => {
+    // drp has no output that needs a copied checkout, so its outputs read the hardlink checkout.
+    const sq = artifact(drp, 'squashfs').path;
+    expect(normalize(squashfsList(sq))).toEqual(normalize(expectedDrp));
+    // A listing cannot tell a hard link from a file: the inode count can (one per path, as in the commit).
+    expect(Number(/Number of inodes (\d+)/.exec(sh('unsquashfs', ['-s', sq]))?.[1])).toBe(squashfsList(sq).size);
+    expect(sh('tar', ['-tvzf', artifact(drp, 'tarball').path]).split('\n').filter((l) => l.startsWith('h'))).toEqual([]);
   });
 
   it('erofs: mounted read-only (as the kernel sees it), it equals the commit tree', () => {

@@ -89,11 +89,15 @@ export async function emitImage(repo: Repo, m: ImageManifest, built: ImageBuildR
   const tree = path.join(checkoutParent, 'tree');
   try {
     if (outputs.length) {
-      // --force-copy: from the bare build repository ostree would hardlink every
-      // file to its object, and files with the same content to each other; tar
-      // and mksquashfs would store those as hard links, with link counts that
-      // depend on what else the cache holds: not the commit's tree, not reproducible.
-      await run('ostree', ['checkout', '--force-copy', `--repo=${localRepo}`, built.commit, tree], { signal, progress: { label: `${m.name}: checkout` } });
+      // A hardlink checkout of the bare build repository: no byte is copied (a 730 MiB
+      // Debian tree in well under a second). Files of equal content then share one
+      // inode (one object): tar (--hard-dereference) and mksquashfs (-no-hardlinks)
+      // store them as the separate files the commit has, so the artifacts are the
+      // bytes a full copy gives (test/artifacts.test.ts, reproducible-debian). An
+      // output that keeps hard links regardless (erofs) gets the --force-copy checkout.
+      // No output writes into the tree: its files are the repository's objects.
+      const copy = outputs.some((o) => o.needsCopiedTree);
+      await run('ostree', ['checkout', ...(copy ? ['--force-copy'] : []), `--repo=${localRepo}`, built.commit, tree], { signal, progress: { label: `${m.name}: checkout` } });
       // What `ostree admin deploy` shows a booted host: /usr/etc becomes /etc.
       // The checkout is image content: its paths are resolved inside it (rootfs.ts).
       if (lstatIn(tree, '/usr/etc')?.isDirectory()) {

@@ -12,6 +12,8 @@ export function uuidFromCommit(commit: string): string {
 export const erofs: Output = {
   name: 'erofs',
   tools: ['mkfs.erofs'],
+  // mkfs.erofs 1.5 stores hard links as such and has no option against it.
+  needsCopiedTree: true,
   async write(ctx) {
     const out = path.join(ctx.outDir, 'rootfs.erofs');
     const comp = ctx.manifest.outputs?.erofs?.compression ?? 'lz4hc';

@@ -50,5 +50,10 @@ export interface Output {
   /** Outputs that must be written before this one. */
   after?: string[];
   needsKernel?: boolean;
+  /**
+   * The writer keeps hard links and cannot be told not to (mkfs.erofs 1.5): it needs a checkout
+   * whose files are all separate copies (--force-copy), not the hardlink checkout the others read.
+   */
+  needsCopiedTree?: boolean;
   write(ctx: OutputContext): Promise<Artifact[]>;
 }

@@ -35,7 +35,9 @@ export function squashfsLevel(m: ImageManifest): number | undefined {
  */
 export function mksquashfsArgs(m: ImageManifest, tree: string, out: string, epoch: number): string[] {
   const comp = m.outputs?.squashfs?.compression ?? 'zstd';
-  const args = [tree, out, '-noappend', '-no-progress', '-quiet', '-comp', comp];
+  // -no-hardlinks: files of equal content are one inode in the hardlink checkout (one repository
+  // object), separate files in the commit: stored as separate files (their data still deduplicated).
+  const args = [tree, out, '-noappend', '-no-progress', '-quiet', '-no-hardlinks', '-comp', comp];
   const level = squashfsLevel(m);
   if (level !== undefined) args.push('-Xcompression-level', String(level));
   args.push('-reproducible', '-mkfs-time', String(epoch), '-all-time', String(epoch), '-no-xattrs');

@@ -40,11 +40,15 @@ export function installerManifestFile(m: ImageManifest, version: string): string
   return `${m.name}-${version}-MANIFEST.txt`;
 }
 
-/** GNU tar argv: sorted names, numeric owners, one mtime, no atime/ctime: reproducible bytes. `out` is `-` for stdout. */
+/**
+ * GNU tar argv: sorted names, numeric owners, one mtime, no atime/ctime: reproducible bytes. `out` is `-` for stdout.
+ * --hard-dereference: the checkout shares one inode among files of equal content (hard links to
+ * one repository object); the commit's tree has separate files, and so does the tarball.
+ */
 export function tarArgs(tree: string, out: string, epoch: number): string[] {
   return [
     '--create', `--file=${out}`, `--directory=${tree}`,
-    '--sort=name', '--numeric-owner', `--mtime=@${epoch}`,
+    '--sort=name', '--numeric-owner', `--mtime=@${epoch}`, '--hard-dereference',
     '--format=posix', '--pax-option=exthdr.name=%d/PaxHeaders/%f,delete=atime,delete=ctime',
     '--xattrs', '--acls', '--one-file-system',
     '.',
