@@ -26,6 +26,11 @@ export interface Repo {
   arch: string;
 }
 
+/** The private tree beside a publish dir (confluent's /var/lib/confluent/{public,private}). */
+export function privateDirBeside(publishDir: string): string {
+  return path.join(path.dirname(path.resolve(publishDir)), 'private');
+}
+
 export function findRepoRoot(start: string): string {
   let dir = path.resolve(start);
   let gitTop: string | undefined;
@@ -76,7 +81,7 @@ export function openRepo(opts: { repo?: string; cwd?: string } = {}): Repo {
     configFile: existsSync(configFile) ? configFile : undefined,
     cacheDir: fromEnv('TREECAST_CACHE_DIR') ?? inRoot(config['cache-dir'], '.treecast'),
     publishDir,
-    privateDir: fromEnv('TREECAST_PRIVATE_DIR') ?? path.join(path.dirname(publishDir), 'private'),
+    privateDir: fromEnv('TREECAST_PRIVATE_DIR') ?? privateDirBeside(publishDir),
     publicUrl: config.publish?.url ?? 'http://127.0.0.1:8080',
     arch: config.arch ?? 'x86_64',
   };
@@ -93,7 +98,7 @@ export function repoDirsOf(root: string): RepoDirs {
       root: path.resolve(root),
       cacheDir: process.env.TREECAST_CACHE_DIR ? path.resolve(process.env.TREECAST_CACHE_DIR) : path.resolve(root, '.treecast'),
       publishDir,
-      privateDir: process.env.TREECAST_PRIVATE_DIR ? path.resolve(process.env.TREECAST_PRIVATE_DIR) : path.join(path.dirname(publishDir), 'private'),
+      privateDir: process.env.TREECAST_PRIVATE_DIR ? path.resolve(process.env.TREECAST_PRIVATE_DIR) : privateDirBeside(publishDir),
     };
   }
 }

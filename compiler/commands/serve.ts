@@ -1,6 +1,6 @@
 import path from 'node:path';
 import { EXIT, UsageError } from '../diagnostics.js';
-import { openRepo } from '../repo.js';
+import { openRepo, privateDirBeside } from '../repo.js';
 import { startServer } from '../serve/index.js';
 import type { Command } from './command.js';
 
@@ -14,7 +14,7 @@ export const serveCommand: Command = {
     const repo = ctx.values.dir ? undefined : openRepo({ repo: ctx.repo });
     const dir = repo ? repo.publishDir : path.resolve(String(ctx.values.dir));
     // Beside the publish dir, like publish puts it (Repo.privateDir).
-    const privateDir = ctx.values['private-dir'] ? path.resolve(String(ctx.values['private-dir'])) : (repo?.privateDir ?? path.join(path.dirname(dir), 'private'));
+    const privateDir = ctx.values['private-dir'] ? path.resolve(String(ctx.values['private-dir'])) : (repo?.privateDir ?? privateDirBeside(dir));
     const port = Number(ctx.values.port ?? 8080);
     if (!Number.isInteger(port) || port < 0 || port > 65535) throw new UsageError(`--port must be a port number, not ${ctx.values.port}`);
     const server = await startServer({ dir, privateDir, host: String(ctx.values.host ?? '127.0.0.1'), port, log: (l) => process.stderr.write(l + '\n') });

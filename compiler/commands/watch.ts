@@ -12,7 +12,7 @@ import type { ImageManifest } from '../manifest/types.js';
 import type { ValidManifest } from '../manifest/validate.js';
 import { buildAndPublish } from '../pipeline.js';
 import { isInside } from '../paths.js';
-import { listImageFiles, openRepo, type Repo } from '../repo.js';
+import { listImageFiles, openRepo, privateDirBeside, type Repo } from '../repo.js';
 import { startServer, type RunningServer } from '../serve/index.js';
 import type { Command } from './command.js';
 
@@ -282,7 +282,7 @@ class Watcher {
     for (const dir of [this.repo.publishDir, old]) {
       try {
         // The private tree beside each publish dir (Repo.privateDir for the new one), as publish writes it.
-        this.server = await startServer({ dir, privateDir: dir === this.repo.publishDir ? this.repo.privateDir : path.join(path.dirname(dir), 'private'), port, log: (l) => process.stderr.write(l + '\n') });
+        this.server = await startServer({ dir, privateDir: dir === this.repo.publishDir ? this.repo.privateDir : privateDirBeside(dir), port, log: (l) => process.stderr.write(l + '\n') });
         this.served = dir;
         info(dir === old ? `still serving ${old} at ${this.server.url}/` : `publish dir changed: now serving ${dir} at ${this.server.url}/ (was ${old})`);
         return;
