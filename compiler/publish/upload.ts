@@ -26,6 +26,7 @@ import { UsageError, UserError } from '../diagnostics.js';
 import { requirePrograms, run } from '../exec.js';
 import { info } from '../log.js';
 import { withPublishLock } from './lock.js';
+import { privateDirBeside } from '../repo.js';
 
 export type Destination = { kind: 'local'; path: string } | { kind: 'ssh'; spec: string };
 
@@ -214,7 +215,12 @@ export function downloadPlan(o: UploadPlanOptions): UploadPhase[] {
  * tree, is an empty history.
  */
 async function destinationHasTree(dest: Destination, rsh: string | undefined): Promise<boolean> {
-  const argv = ['--list-only', ...(rsh ? ['-e', rsh] : []), '--', `${destinationArg(dest)}repo/config`];
+  return rsyncPathExists(dest, 'repo/config', rsh);
+}
+
+/** Whether `rel` exists under `dest`, asked of rsync (exit 23 with "No such file or directory": it does not). */
+async function rsyncPathExists(dest: Destination, rel: string, rsh: string | undefined): Promise<boolean> {
+  const argv = ['--list-only', ...(rsh ? ['-e', rsh] : []), '--', `${destinationArg(dest)}${rel}`];
   const r = await run('rsync', argv, { env: { LC_ALL: 'C' }, allowFailure: true });
   if (r.exitCode === 0) return true;
   if (r.exitCode === 23 && /No such file or directory/.test(r.stderr)) return false;
@@ -235,7 +241,7 @@ export interface DownloadResult {
  * server of DEST would not also serve: refused.
  */
 export function privateDestination(d: Destination): Destination {
-  if (d.kind === 'local') return { kind: 'local', path: path.join(path.dirname(path.resolve(d.path)), 'private') };
+  if (d.kind === 'local') return { kind: 'local', path: privateDirBeside(d.path) };
   const colon = d.spec.indexOf(':');
   const host = d.spec.slice(0, colon + 1);
   const dir = d.spec.slice(colon + 1).replace(/\/+$/, '');
@@ -257,9 +263,7 @@ async function syncPrivate(direction: 'down' | 'up', localPrivate: string, dest:
   const remoteArg = destinationArg(remote);
   const rsh = o.rsh ? ['-e', o.rsh] : [];
   if (direction === 'down') {
-    const probe = await run('rsync', ['--list-only', ...rsh, '--', remoteArg], { env: { LC_ALL: 'C' }, allowFailure: true });
-    if (probe.exitCode === 23 && /No such file or directory/.test(probe.stderr)) return undefined;
-    if (probe.exitCode !== 0) throw new UserError(`reading the private tree ${remote.kind === 'local' ? remote.path : remote.spec} with rsync failed (exit ${probe.exitCode}): ${probe.stderr.trim().split('\n')[0]}`);
+    if (!(await rsyncPathExists(remote, '', o.rsh))) return undefined;
     mkdirSync(localPrivate, { recursive: true, mode: 0o700 });
   } else if (!existsSync(localPrivate)) return undefined;
   const [from, to] = direction === 'down' ? [remoteArg, `${localPrivate}/`] : [`${localPrivate}/`, remoteArg];
