@@ -41,7 +41,8 @@ export function renameDurable(from: string, to: string): void {
 export function writeFileDurable(file: string, content: string | Buffer, mode = 0o644): void {
   mkdirSync(path.dirname(file), { recursive: true });
   const tmp = path.join(path.dirname(file), `.${path.basename(file)}.tmp-${process.pid}`);
-  const fd = openSync(tmp, constants.O_WRONLY | constants.O_CREAT | constants.O_TRUNC, mode);
+  // O_NOFOLLOW: the temp name is never a link to somewhere else (the private tree holds secrets).
+  const fd = openSync(tmp, constants.O_WRONLY | constants.O_CREAT | constants.O_TRUNC | constants.O_NOFOLLOW, mode);
   try {
     // A temp file left by a killed run keeps its old mode through O_CREAT: set it before any byte is written.
     fchmodSync(fd, mode);

@@ -16,7 +16,7 @@
  * the same key never encrypts two different images, and rotating is building.
  */
 import { createCipheriv, createHash, randomBytes } from 'node:crypto';
-import { createReadStream, createWriteStream, mkdirSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { createReadStream, createWriteStream, mkdirSync, rmSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
@@ -104,10 +104,6 @@ export function privateKeyUrl(publicUrl: string, image: string, version: string)
 export function writeKeyFile(file: string, text: string): void {
   mkdirSync(path.dirname(file), { recursive: true, mode: 0o700 });
   writeFileDurable(file, text, 0o600);
-}
-
-export function readKeyFile(file: string): string {
-  return readFileSync(file, 'utf8');
 }
 
 /**

@@ -5,10 +5,10 @@
  * a new token means provisioning the node again, so only `rotate` makes one.
  * serve never sees a token, only its sha256 in private/nodes.json.
  */
-import { closeSync, constants, existsSync, fsyncSync, mkdirSync, openSync, readFileSync, writeFileSync, chmodSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, chmodSync } from 'node:fs';
 import { createHash, randomBytes } from 'node:crypto';
 import path from 'node:path';
-import { renameDurable } from '../durable.js';
+import { writeFileDurable } from '../durable.js';
 import type { NodeSpec } from './config.js';
 
 /** What serve reads: private/nodes.json. */
@@ -40,12 +40,12 @@ export function ensureNodeTokens(privateDir: string, nodes: readonly NodeSpec[],
     if (!/^[0-9a-f]{64}$/.test(token)) {
       token = randomBytes(32).toString('hex');
       privateDirFor(path.dirname(file));
-      writeSecretDurable(file, token + '\n');
+      writeFileDurable(file, token + '\n', 0o600);
     }
     tokens.set(n.name, token);
   }
   const index: NodeIndexEntry[] = nodes.map((n) => ({ name: n.name, mac: n.mac, image: n.image, tokenSha256: sha256Hex(tokens.get(n.name)!) }));
-  writeSecretDurable(path.join(privateDir, NODES_INDEX), JSON.stringify(index, null, 2) + '\n');
+  writeFileDurable(path.join(privateDir, NODES_INDEX), JSON.stringify(index, null, 2) + '\n', 0o600);
   return tokens;
 }
 
@@ -60,21 +60,4 @@ export function readNodeIndex(privateDir: string): NodeIndexEntry[] {
 export function privateDirFor(dir: string): void {
   mkdirSync(dir, { recursive: true, mode: 0o700 });
   chmodSync(dir, 0o700);
-}
-
-/**
- * writeFileDurable with mode 0600 from the first byte: the temp file is
- * created 0600, so there is no moment where another user could open it.
- */
-export function writeSecretDurable(file: string, content: string | Buffer): void {
-  const tmp = path.join(path.dirname(file), `.${path.basename(file)}.tmp-${process.pid}`);
-  const fd = openSync(tmp, constants.O_WRONLY | constants.O_CREAT | constants.O_TRUNC | constants.O_NOFOLLOW, 0o600);
-  try {
-    writeFileSync(fd, content);
-    fsyncSync(fd);
-  } finally {
-    closeSync(fd);
-  }
-  chmodSync(tmp, 0o600); // O_CREAT leaves an existing (stale) temp file's mode alone
-  renameDurable(tmp, file);
 }

@@ -22,14 +22,14 @@
 import { chmodSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import path from 'node:path';
 import type { EmitResult } from '../compile/emit.js';
-import { readManifestJson, removeWhole, swapIntoPlace } from '../compile/emit.js';
+import { readManifestJson, removeWhole, swapIntoPlace, type ImageManifestJson } from '../compile/emit.js';
 import { ensureRepo, revParse } from '../compile/ostree.js';
 import { run } from '../exec.js';
 import { info, warn } from '../log.js';
 import type { ImageManifest } from '../manifest/types.js';
-import { disklessBoot, renderIpxe } from '../outputs/diskless.js';
+import { disklessBoot, renderIpxe, type DisklessBoot } from '../outputs/diskless.js';
 import { kernelFromManifest } from './kernel-files.js';
-import type { Repo } from '../repo.js';
+import { privateDirBeside, type Repo } from '../repo.js';
 import { buildCatalog, planRetention, renderIndexHtml, sortVersions, type PublishedManifest, type PublishRecord } from './catalog.js';
 import { exportPublicKey, signFile, type SigningKey } from './gpg.js';
 import { renderKickstart } from './kickstart.js';
@@ -38,9 +38,9 @@ import { hasCommit, publishedVersions, refCommit, repoStreams, streamTargetsIn, 
 import { streamFiles } from '../manifest/streams.js';
 import { UserError } from '../diagnostics.js';
 import { replaceSymlinkDurable, writeFileDurable } from '../durable.js';
-import { publishNodes, type NodeBoot, type NodeSpec } from '../nodes/index.js';
+import { privateDirFor, publishNodes, type NodeBoot, type NodeSpec } from '../nodes/index.js';
 import type { ValidManifest } from '../manifest/validate.js';
-import { buildKeyPathOf, parseKeyFile, privateKeyPath, readKeyFile, writeKeyFile } from '../compile/encrypt.js';
+import { buildKeyPathOf, parseKeyFile, privateKeyPath, writeKeyFile } from '../compile/encrypt.js';
 
 export interface PublishItem {
   manifest: ImageManifest;
@@ -104,7 +104,7 @@ export function publishOptions(repo: Repo, overrides: Partial<PublishOptions> = 
   const key = c.signing?.['gpg-key'] ? { keyId: c.signing['gpg-key'], homedir: path.resolve(repo.root, c.signing['gpg-homedir'] ?? path.join(process.env.HOME ?? '/root', '.gnupg')) } : undefined;
   return {
     dir: repo.publishDir,
-    privateDir: overrides.dir && !overrides.privateDir ? defaultPrivateDir(overrides.dir) : repo.privateDir,
+    privateDir: overrides.dir && !overrides.privateDir ? privateDirBeside(overrides.dir) : repo.privateDir,
     url: repo.publicUrl,
     remote: c.publish?.remote ?? 'treecast',
     key,
@@ -288,10 +288,17 @@ function writeStreamFiles(o: PublishOptions, m: ImageManifest, t: StreamTarget):
     path.join(o.dir, files.kickstart),
     renderKickstart({ name: m.name, stream: t.stream, ref: t.ref, version: t.version, repoUrl: `${o.url}/repo`, remote: o.remote, signed: Boolean(o.key), keyUrl: o.key ? `${o.url}/${PUBLIC_KEY_FILE}` : undefined, kernelArgs }),
   );
-  if (m.outputs?.diskless && vm?.artifacts.some((a) => a.file === 'vmlinuz')) {
-    const kernel = kernelFromManifest(vm);
-    writeAtomic(path.join(o.dir, files.ipxe), renderIpxe(`${m.name} (${t.stream})`, t.version, t.commit, disklessBoot({ ...m, 'kernel-args': kernelArgs }, kernel, o.url, t.commit, t.version)));
-  }
+  const boot = vm && publishedBoot(o, m, vm);
+  if (boot) writeAtomic(path.join(o.dir, files.ipxe), renderIpxe(`${m.name} (${t.stream})`, t.version, t.commit, boot));
+}
+
+/**
+ * The diskless boot of a published version, with the kernel arguments it was built with
+ * (its MANIFEST.json): undefined when the image has no diskless output or the version no kernel.
+ */
+function publishedBoot(o: PublishOptions, m: ImageManifest, vm: ImageManifestJson): DisklessBoot | undefined {
+  if (!m.outputs?.diskless || !vm.artifacts.some((a) => a.file === 'vmlinuz')) return undefined;
+  return disklessBoot({ ...m, 'kernel-args': vm.kernelArgs }, kernelFromManifest(vm), o.url, vm.commit, vm.version);
 }
 
 /** Versions the image's streams point at now (read from the refs): retention keeps them, the catalog lists them. */
@@ -475,9 +482,8 @@ async function writeFleet(o: PublishOptions): Promise<void> {
   for (const name of new Set(o.fleet.nodes.map((n) => n.image))) {
     const m = o.fleet.images.find((i) => i.manifest.name === name)?.manifest;
     const vm = readManifestJson(path.join(o.dir, 'images', name, 'latest'));
-    if (!m?.outputs?.diskless || !vm?.artifacts.some((a) => a.file === 'vmlinuz')) continue;
-    const b = disklessBoot({ ...m, 'kernel-args': vm.kernelArgs }, kernelFromManifest(vm), o.url, vm.commit, vm.version);
-    boots.set(name, { kernelUrl: b.kernelUrl, initrdUrl: b.initrdUrl, args: b.args });
+    const b = m && vm && publishedBoot(o, m, vm);
+    if (b) boots.set(name, b);
   }
   const nodes = await publishNodes({ repo: o.fleet.repo, nodes: o.fleet.nodes, publishDir: o.dir, privateDir: o.privateDir, publicUrl: o.url, boots });
   for (const n of nodes) info(`node ${n.name} (${n.mac}): ${n.bootScript}, image ${n.image}`);
@@ -490,17 +496,14 @@ export async function publishFleet(o: PublishOptions): Promise<void> {
   await withPublishLock(o.dir, () => writeFleet(o));
 }
 
-/** `private` beside the publish dir (confluent's /var/lib/confluent/{public,private}). */
-export function defaultPrivateDir(publishDir: string): string {
-  return path.join(path.dirname(path.resolve(publishDir)), 'private');
-}
-
 /** The build's key of an encrypted version, copied durably into the private tree (0700 dirs, a 0600 file). */
 function publishKey(it: PublishItem, o: PublishOptions): void {
   const from = buildKeyPathOf(it.emitted.dir);
   if (!existsSync(from)) throw new UserError(`${it.manifest.name} ${it.version}: the key of its encrypted root is missing from the build cache (${from}); build it again (treecast build ${it.manifest.name} --force)`);
   const to = privateKeyPath(o.privateDir, it.manifest.name, it.version);
-  parseKeyFile(readKeyFile(from), from);
-  writeKeyFile(to, readKeyFile(from));
-  for (let d = path.dirname(to); d.startsWith(o.privateDir) && d !== o.privateDir; d = path.dirname(d)) chmodSync(d, 0o700);
+  const text = readFileSync(from, 'utf8');
+  parseKeyFile(text, from);
+  // Every directory between the private dir and the key 0700, also those an older publish made.
+  for (let d = path.dirname(to); d.startsWith(o.privateDir) && d !== o.privateDir; d = path.dirname(d)) privateDirFor(d);
+  writeKeyFile(to, text);
 }
