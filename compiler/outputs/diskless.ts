@@ -54,16 +54,14 @@ export const TOKEN_ARG = 'treecast.token=${treecast-token}';
 
 export function disklessBoot(m: ImageManifest, kernel: KernelInfo, publicUrl: string, commit: string, version: string): DisklessBoot {
   const base = versionUrl(publicUrl, m.name, version);
-  if (m.outputs?.diskless?.encrypt) {
-    if (kernel.flavor !== 'dracut') throw new UserError(`${m.name}: an encrypted diskless root needs dracut in the image (its treecast-node module opens the root); the image's initramfs is ${kernel.flavor}`);
-    // The ciphertext's URL stays a plain http URL for dracut's livenet and its systemd generator;
-    // treecast.key= makes the treecast-node dracut module fetch, decrypt and check it instead.
-    const squashfsUrl = `${base}/${ENCRYPTED_SQUASHFS_FILE}`;
-    const args = [...disklessKernelArgs(m, kernel.flavor, squashfsUrl, commit, version), `treecast.key=${privateKeyUrl(publicUrl, m.name, version)}`, TOKEN_ARG];
-    return { kernelUrl: `${base}/vmlinuz`, initrdUrl: `${base}/initrd.img`, squashfsUrl, args };
-  }
-  const squashfsUrl = `${base}/${SQUASHFS_FILE}`;
-  return { kernelUrl: `${base}/vmlinuz`, initrdUrl: `${base}/initrd.img`, squashfsUrl, args: disklessKernelArgs(m, kernel.flavor, squashfsUrl, commit, version) };
+  const encrypted = m.outputs?.diskless?.encrypt === true;
+  if (encrypted && kernel.flavor !== 'dracut') throw new UserError(`${m.name}: an encrypted diskless root needs dracut in the image (its treecast-node module opens the root); the image's initramfs is ${kernel.flavor}`);
+  // An encrypted root's URL stays a plain http URL for dracut's livenet and its systemd generator;
+  // treecast.key= makes the treecast-node dracut module fetch, decrypt and check it instead.
+  const squashfsUrl = `${base}/${encrypted ? ENCRYPTED_SQUASHFS_FILE : SQUASHFS_FILE}`;
+  const args = disklessKernelArgs(m, kernel.flavor, squashfsUrl, commit, version);
+  if (encrypted) args.push(`treecast.key=${privateKeyUrl(publicUrl, m.name, version)}`, TOKEN_ARG);
+  return { kernelUrl: `${base}/vmlinuz`, initrdUrl: `${base}/initrd.img`, squashfsUrl, args };
 }
 
 /** vmlinuz + initrd.img next to the squashfs, and a boot.ipxe for the configured public URL (publish re-renders it). */
