@@ -22,7 +22,7 @@
  */
 import { spawn, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { copyFileSync, cpSync, existsSync, mkdirSync, readdirSync, readlinkSync, symlinkSync, mkdtempSync, readFileSync, rmSync, writeFileSync, appendFileSync } from 'node:fs';
+import { cpSync, existsSync, mkdirSync, readdirSync, readlinkSync, symlinkSync, mkdtempSync, readFileSync, rmSync, writeFileSync, appendFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { simpleGit } from 'simple-git';
@@ -31,6 +31,7 @@ import { bootDiskless } from '../compiler/boot/install-test.js';
 import { bootDisk, installDriver, installerDisk, unpackDisk } from './helpers/disk-host.js';
 import { startServer, type RunningServer } from '../compiler/serve/index.js';
 import { BIN, PROJECT_ROOT } from './helpers/cli.js';
+import { filesUnder } from './helpers/build-fixture.js';
 
 const ARTIFACTS = path.join(PROJECT_ROOT, 'test-artifacts');
 // Shared with later runs on this machine: apt downloads and cached Debian bases (CI starts empty).
@@ -111,17 +112,6 @@ async function fetchPublished(url: string): Promise<Buffer> {
 }
 
 const publishedCommit = (name: string) => JSON.parse(readFileSync(path.join(pub, 'images', name, 'latest', 'MANIFEST.json'), 'utf8')).commit as string;
-
-/** Every regular file under `dir`, recursively. */
-function filesUnder(dir: string): string[] {
-  const out: string[] = [];
-  for (const e of readdirSync(dir, { withFileTypes: true })) {
-    const p = path.join(dir, e.name);
-    if (e.isDirectory()) out.push(...filesUnder(p));
-    else if (e.isFile()) out.push(p);
-  }
-  return out;
-}
 
 describe('a diskless fleet: two nodes boot one encrypted image with their own scripts, keys and overlays', () => {
   const nodes = [

@@ -12,7 +12,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseKeyFile } from '../compiler/compile/encrypt.js';
 import { startServe, stopServe } from './helpers/serve.js';
-import { makeRepo, requireTool, sh, shellTree, squashfsList, type BuiltImage, type Fixture } from './helpers/build-fixture.js';
+import { filesUnder, makeRepo, requireTool, sh, shellTree, squashfsList, type BuiltImage, type Fixture } from './helpers/build-fixture.js';
 
 // Derived from a kernel image like the example diskless-node (a tree base with packages: [] may not have outputs.diskless).
 const KBASE = `name: kbase
@@ -28,17 +28,6 @@ outputs:
   squashfs: { compression: gzip }
   diskless: { encrypt: true, kernel-args: [panic=10] }
 ${extra}`;
-
-/** Every regular file under `dir`, recursively. */
-function filesUnder(dir: string): string[] {
-  const out: string[] = [];
-  for (const e of fs.readdirSync(dir, { withFileTypes: true })) {
-    const p = path.join(dir, e.name);
-    if (e.isDirectory()) out.push(...filesUnder(p));
-    else if (e.isFile()) out.push(p);
-  }
-  return out;
-}
 
 describe('outputs.diskless.encrypt: only ciphertext is public, the key is private', () => {
   let fx: Fixture;

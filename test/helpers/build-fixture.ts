@@ -236,6 +236,17 @@ export function makeRepo(opts: { files: Record<string, FileSpec>; git?: boolean;
   return fx;
 }
 
+/** Every regular file under `dir`, recursively. */
+export function filesUnder(dir: string): string[] {
+  const out: string[] = [];
+  for (const e of fs.readdirSync(dir, { withFileTypes: true })) {
+    const p = path.join(dir, e.name);
+    if (e.isDirectory()) out.push(...filesUnder(p));
+    else if (e.isFile()) out.push(p);
+  }
+  return out;
+}
+
 /** Deployment roots under a scratch sysroot (ostree/deploy/<os>/deploy/<checksum>.<n>). */
 function findImmutable(base: string): string[] {
   const out: string[] = [];

@@ -18,6 +18,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { SERVER_LIMITS } from '../../compiler/serve/server.js';
 import { HOST, HOST_REF, NETBOOT, PublishFixture, fsck, must } from '../helpers/publish-fixture.js';
 import { accessLines, startServe, stopServe, type ServeProcess } from '../helpers/serve.js';
+import { pool } from '../hostile/hostile-fixture.js';
 
 const PULLS = 200;
 const FSCK_SAMPLE = 20;
@@ -266,20 +267,6 @@ function overlongRequests(): [string, string][] {
 // ostree clients
 // ---------------------------------------------------------------------------
 
-/** Runs `fn` over `items` with at most `limit` at a time (verification, not load). */
-async function eachLimited<T, R>(items: T[], limit: number, fn: (item: T) => Promise<R>): Promise<R[]> {
-  const out: R[] = new Array(items.length);
-  let next = 0;
-  const worker = async () => {
-    while (next < items.length) {
-      const i = next++;
-      out[i] = await fn(items[i]!);
-    }
-  };
-  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
-  return out;
-}
-
 /**
  * One `ostree init --mode=bare-user` + `remote add`, copied per client: a
  * copy of a freshly initialised repo is byte for byte a fresh repo, and 400
@@ -400,7 +387,8 @@ describe('treecast serve under load and abuse', () => {
     slow.forEach((c) => c.stop());
 
     const sample = clients.filter((_, i) => i % (PULLS / FSCK_SAMPLE) === 0);
-    const fscks = await eachLimited(sample, 4, (dir) => fsck(dir));
+    // At most 4 at a time: verification, not load.
+    const fscks = await pool(sample, 4, (dir) => fsck(dir));
 
     const access = accessLines(serve);
     const statuses = new Map<string, number>();
