@@ -5,7 +5,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { copyFixtureRepo, lines, makeTempDir, PROJECT_ROOT, removeDir, runCli, STACK_TRACE } from './helpers/cli.js';
+import { copyFixtureRepo, lines, makeTempDir, removeDir, runCli, STACK_TRACE } from './helpers/cli.js';
 
 describe('help', () => {
   it.each([['--help'], ['-h'], ['help']])('treecast %s lists the commands and global options (exit 0)', (flag) => {

@@ -20,7 +20,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { downloadPlan, parseDestination, parseRsyncStats, privateDestination, uploadPlan, type Destination } from '../compiler/publish/upload.js';
+import { downloadPlan, parseDestination, parseRsyncStats, privateDestination, uploadPlan } from '../compiler/publish/upload.js';
 import { startServer, type RunningServer } from '../compiler/serve/index.js';
 import { HOST, HOST_REF, NETBOOT, NETBOOT_REF, PublishFixture, clientRepo, exec, fsck, must, revParse, type BuiltImage, type SigningKey } from './helpers/publish-fixture.js';
 

@@ -2,7 +2,7 @@
  * The build orchestrator: a flat list of named steps per image, each timed
  * and each failure rethrown with the step and image it happened in.
  */
-import { chmodSync, existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { chmodSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import path from 'node:path';
 import { UserError, withContext } from '../diagnostics.js';
 import { requirePrograms, run } from '../exec.js';

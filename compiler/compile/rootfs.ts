@@ -18,7 +18,7 @@
  * (test/hostile/lint.test.ts enforces it).
  */
 import {
-  chmodSync, chownSync, closeSync, constants, copyFileSync, fchmodSync, fchownSync, fstatSync, lchownSync, lstatSync,
+  chmodSync, closeSync, constants, copyFileSync, fchmodSync, fchownSync, fstatSync, lchownSync, lstatSync,
   mkdirSync, openSync, readdirSync, readFileSync, readlinkSync, renameSync, rmSync, rmdirSync, symlinkSync, writeSync,
 } from 'node:fs';
 import path from 'node:path';

@@ -23,7 +23,7 @@ import type { ImageManifest } from '../manifest/types.js';
 import { hostProcEntries, sandboxArgs } from './sandbox.js';
 import { withLayer } from './layer.js';
 import { withoutImageStamp } from './finalize.js';
-import type { BuildContext, Step } from './step.js';
+import type { Step } from './step.js';
 
 /** Bump when the argv or the way the result is installed changes. */
 const INITRAMFS_VERSION = 1;

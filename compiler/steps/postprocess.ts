@@ -1,5 +1,5 @@
 import path from 'node:path';
-import { run, type RunResult } from '../exec.js';
+import { run } from '../exec.js';
 import { UserError } from '../diagnostics.js';
 import { existsIn } from '../compile/rootfs.js';
 import { copyHostFile, hostPathExists, removeHostFile } from '../compile/host-files.js';
